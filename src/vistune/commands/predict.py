@@ -1,0 +1,8 @@
+"""`vistune predict` (under construction in this change set)."""
+
+from vistune.errors import VistuneError
+
+
+def command() -> None:
+    """Not built yet."""
+    raise VistuneError("vistune predict is not built yet")
