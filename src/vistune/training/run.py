@@ -1,0 +1,357 @@
+"""`run_training`: the training recipe, top to bottom.
+
+check config -> data -> base model -> trainable parameters -> knobs printout -> trackers ->
+Trainer -> train (or resume) -> final model in RUN_DIR/final -> artifact. Each step is a small
+function in this package; this file only orders them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from vistune.errors import ConfigError, DataError
+from vistune.models.base import VisionLanguageModel
+from vistune.training.config import TrainConfig
+from vistune.training.data import (
+    CatalogDataset,
+    VlmCollator,
+    answer_token_lengths,
+    approximate_lengths,
+    format_answers,
+)
+from vistune.training.knobs import describe_batch, render_knobs
+from vistune.training.model import (
+    check_method_supported,
+    count_parameters,
+    prepare_model,
+    quantization_config,
+    set_adapter_base,
+)
+from vistune.training.trainer import GenerationEval, VistuneTrainer, write_json
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+_TRACKER_PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboard"}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_dir: Path
+    global_step: int
+    train_loss: float
+
+
+def resolve_precision(precision: str) -> str:
+    """`auto`: bf16 on a bf16-capable GPU, fp16 on older GPUs, fp32 on CPU."""
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        if cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "fp32"
+    if precision == "fp16" and not cuda:
+        raise ConfigError("precision: fp16 needs a CUDA GPU; use precision=fp32 (or bf16) on CPU")
+    return precision
+
+
+def check_trackers(config: TrainConfig) -> None:
+    for tracker in config.trackers:
+        package = _TRACKER_PACKAGES.get(tracker)
+        if package and importlib.util.find_spec(package) is None:
+            raise ConfigError(
+                f"report_to: {tracker} is requested but the {package} package is not installed; "
+                f"pip install {package}, or drop it from report_to"
+            )
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.rsplit("-", 1)[1])
+
+
+def last_complete_checkpoint(run_dir: Path) -> Path | None:
+    """Newest `checkpoint-N` holding trainer_state.json (the Trainer writes it last).
+
+    A run killed while saving leaves a partial folder; resuming from it would crash, so it is
+    skipped (and overwritten when the resumed run reaches that step again).
+    """
+    candidates = sorted(
+        (p for p in run_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=checkpoint_step,
+        reverse=True,
+    )
+    for candidate in candidates:
+        if (candidate / "trainer_state.json").is_file():
+            return candidate
+        logger.warning("%s is incomplete (interrupted while saving); skipping it", candidate)
+    return None
+
+
+def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Refuse to mix two runs in one folder; find the checkpoint to resume from."""
+    if resume:
+        checkpoint = last_complete_checkpoint(run_dir) if run_dir.is_dir() else None
+        if checkpoint is None:
+            raise ConfigError(
+                f"{run_dir}: no complete checkpoint-* to resume from; run without --resume"
+            )
+        return checkpoint
+    if run_dir.is_dir() and (any(run_dir.glob("checkpoint-*")) or (run_dir / "final").exists()):
+        raise ConfigError(
+            f"{run_dir}: already holds a run (checkpoint-*/final); pass --resume to continue it "
+            "or choose another --output"
+        )
+    return None
+
+
+def load_eval_dataset(config: TrainConfig) -> CatalogDataset | None:
+    if not (Path(config.data) / "validation.parquet").is_file():
+        logger.warning("%s has no validation split: evaluation is off", config.data)
+        return None
+    try:
+        return CatalogDataset(
+            config.data, "validation", question=config.question, template=config.answer_template
+        )
+    except DataError as exc:
+        if "no rows" in str(exc):
+            logger.warning("%s: empty validation split: evaluation is off", config.data)
+            return None
+        raise
+
+
+def tokenizer_corpus(config: TrainConfig) -> list[str]:
+    """All answers of all splits plus the question: the tiny tokenizer must cover them."""
+    from vistune.data.dataset import load_split
+
+    corpus = [config.question]
+    for split in SPLITS:
+        if (Path(config.data) / f"{split}.parquet").is_file():
+            frame = load_split(config.data, split)
+            corpus += format_answers(frame, config.answer_template, source=f"{config.data}/{split}")
+    return corpus
+
+
+def load_base(config: TrainConfig, run_dir: Path, args: Any, compute_dtype: torch.dtype):
+    """The base model: built tiny into RUN_DIR/base_model, or loaded from folder / hub id."""
+    from vistune.models.families import load_vlm
+
+    source: str | Path = config.model
+    if config.model == "tiny":
+        from vistune.models.tiny import build_tiny_phi3v
+
+        source = (run_dir / "base_model").resolve()
+        with args.main_process_first(desc="build tiny model"):
+            if not (source / "config.json").is_file():
+                build_tiny_phi3v(
+                    source, seed=config.seed, corpus=tokenizer_corpus(config), **config.tiny
+                )
+    device_map = None
+    if config.method == "qlora":
+        device_map = {"": torch.cuda.current_device()}
+    vlm = load_vlm(
+        str(source),
+        dtype=compute_dtype if config.method == "qlora" else torch.float32,
+        device_map=device_map,
+        num_crops=config.num_crops,
+        quantization_config=quantization_config(config, compute_dtype),
+    )
+    return vlm, str(source)
+
+
+def check_answer_lengths(config: TrainConfig, dataset: CatalogDataset, tokenizer: Any) -> list[int]:
+    lengths = answer_token_lengths(tokenizer, dataset.answers)
+    too_long = [i for i, n in enumerate(lengths) if n >= config.max_answer_tokens]
+    if too_long:
+        first = too_long[0]
+        raise ConfigError(
+            f"max_answer_tokens={config.max_answer_tokens}: {len(too_long)} train answers are "
+            f"longer (longest {max(lengths)} tokens, e.g. row {first}: "
+            f"{dataset.answers[first]!r}); raise max_answer_tokens"
+        )
+    return lengths
+
+
+def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_eval: bool):
+    from transformers import TrainingArguments
+
+    frozen = config.method != "full" or not config.train_vision_tower or not config.train_projector
+    evaluate = has_eval and config.eval_steps is not None
+    warmup: float = config.warmup_steps if config.warmup_steps is not None else config.warmup_ratio
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        run_name=config.wandb.name or run_dir.name,
+        seed=config.seed,
+        data_seed=config.seed,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=warmup,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        adam_beta1=config.adam_beta1,
+        adam_beta2=config.adam_beta2,
+        optim="adamw_torch",
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False}
+        if config.gradient_checkpointing
+        else None,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        eval_strategy="steps" if evaluate else "no",
+        eval_steps=config.eval_steps if evaluate else None,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        report_to=config.trackers or "none",
+        remove_unused_columns=False,
+        dataloader_num_workers=config.dataloader_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        ddp_find_unused_parameters=frozen,
+        disable_tqdm=True,
+    )
+
+
+def save_final(
+    trainer: VistuneTrainer, vlm: VisionLanguageModel, base_source: str, final_dir: Path
+) -> None:
+    """Adapter + processor (LoRA/QLoRA) or full weights + processor, loadable by load_vlm."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    final_dir.mkdir(parents=True)
+    if hasattr(model, "peft_config"):
+        set_adapter_base(model, base_source)
+        model.save_pretrained(final_dir)
+        vlm.family.save_processor(vlm.processor, final_dir)
+    else:
+        VisionLanguageModel(model, vlm.processor, vlm.family, vlm.source).save(final_dir)
+
+
+def log_final_artifact(run: Any, final_dir: Path, method: str) -> None:
+    """Upload the final adapter/model to W&B, only when the run is online."""
+    import wandb
+
+    if run is None or run.settings.mode != "online":
+        return
+    artifact = wandb.Artifact(
+        name=f"model-{run.id}", type="model", metadata={"method": method, "final": True}
+    )
+    artifact.add_dir(str(final_dir))
+    run.log_artifact(artifact, aliases=["final"])
+
+
+def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train as `config` says; returns where the model went and how far it got."""
+    from vistune.tracking import init_wandb
+
+    run_dir = Path(config.output)
+    check_method_supported(config)
+    check_trackers(config)
+    precision = resolve_precision(config.precision)
+    compute_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    checkpoint = check_run_dir(run_dir, resume)
+    if config.method != "full" and config.model == "tiny":
+        logger.warning(
+            "method=%s on the random-init tiny model barely learns (embeddings and head stay "
+            "frozen); use method=full for the tiny model",
+            config.method,
+        )
+
+    train_set = CatalogDataset(
+        config.data, "train", question=config.question, template=config.answer_template
+    )
+    eval_set = load_eval_dataset(config)
+    args = training_arguments(config, run_dir, precision, eval_set is not None)
+    main = args.process_index == 0
+    console = Console(stderr=True, highlight=False)
+    if main:
+        config.save(run_dir / "config.yaml")
+
+    vlm, base_source = load_base(config, run_dir, args, compute_dtype)
+    tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
+    answer_lengths = check_answer_lengths(config, train_set, tokenizer)
+    model = prepare_model(vlm, config)
+    collator = VlmCollator(vlm.family, vlm.processor)
+
+    sample_batch = collator([train_set[i] for i in range(min(len(train_set), 8))])
+    knobs = describe_batch(
+        sample_batch, tokenizer, getattr(vlm.model.config, "image_token_id", None)
+    )
+    params = count_parameters(model)
+    if main:
+        console.print(
+            render_knobs(config, params, knobs, answer_lengths, precision, args.world_size),
+            markup=False,
+        )
+        write_json(
+            run_dir / "knobs.json",
+            {**knobs.to_dict(), "trainable_params": params.trainable, "params": params.total},
+        )
+
+    run = None
+    if main and "wandb" in config.trackers:
+        run = init_wandb(
+            run_dir,
+            project=config.wandb.project,
+            name=config.wandb.name or run_dir.name,
+            config=config.model_dump(mode="json"),
+            job_type="train",
+        )
+        run.config.update({"knobs": knobs.to_dict(), "trainable_params": params.trainable})
+
+    generation_eval = None
+    if eval_set is not None and config.eval_generate_samples > 0:
+        generation_eval = GenerationEval(
+            family=vlm.family,
+            processor=vlm.processor,
+            source=base_source,
+            frame=eval_set.frame.head(config.eval_generate_samples),
+            data_dir=Path(config.data),
+            question=config.question,
+            template=config.answer_template,
+            max_new_tokens=config.max_answer_tokens,
+            batch_size=config.eval_batch_size,
+            out_dir=run_dir / "eval_samples",
+        )
+    trainer = VistuneTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=vlm.processor,
+        lengths=approximate_lengths(tokenizer, train_set) if config.group_by_length else None,
+        generation_eval=generation_eval,
+    )
+    try:
+        output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        final_dir = run_dir / "final"
+        trainer.accelerator.wait_for_everyone()
+        if main:
+            save_final(trainer, vlm, base_source, final_dir)
+            log_final_artifact(run, final_dir, config.method)
+        trainer.accelerator.wait_for_everyone()
+    finally:
+        if run is not None:
+            run.finish()
+    return TrainResult(
+        run_dir=run_dir,
+        final_dir=final_dir,
+        global_step=output.global_step,
+        train_loss=float(output.training_loss),
+    )

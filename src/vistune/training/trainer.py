@@ -1,0 +1,157 @@
+"""The Hugging Face `Trainer` subclass vistune trains with, and its evaluation by generation.
+
+Only three things differ from the stock Trainer, each because vistune's data is not a
+tokenized `datasets.Dataset`: length grouping uses lengths we compute (the stock sampler
+wants `input_ids` in every item), throughput is logged in samples/s and tokens/s counted from
+the real batches, and each evaluation also *generates* answers for a fixed set of validation
+rows (teacher-forced loss says little about whether the answer parses) and logs their metrics
+and a W&B table. DDP/FSDP/DeepSpeed, checkpointing and resume stay the Trainer's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import Trainer
+
+from vistune.models.base import VisionLanguageModel
+from vistune.training.data import CatalogDataset, EpochSeededLengthSampler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationEval:
+    """Generate answers for the first `frame` rows of the validation split at each evaluation.
+
+    Uses vistune.evaluation (`generate_predictions`, `compute_metrics`, `wandb_table`) so the
+    numbers match `vistune evaluate`; predictions are also written to
+    `RUN_DIR/eval_samples/step-N.jsonl` for people without W&B.
+    """
+
+    family: Any
+    processor: Any
+    source: str
+    frame: pd.DataFrame
+    data_dir: Path
+    question: str
+    template: str
+    max_new_tokens: int
+    batch_size: int
+    out_dir: Path
+
+    def __call__(self, model: torch.nn.Module, step: int) -> dict[str, float]:
+        from vistune.evaluation import generate_predictions, wandb_table
+        from vistune.evaluation.metrics import compute_metrics
+
+        vlm = VisionLanguageModel(model, self.processor, self.family, self.source)
+        was_training = model.training
+        model.eval()
+        try:
+            predictions = generate_predictions(
+                vlm,
+                self.frame,
+                self.data_dir,
+                question=self.question,
+                template=self.template,
+                batch_size=self.batch_size,
+                max_new_tokens=self.max_new_tokens,
+            )
+        finally:
+            model.train(was_training)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        predictions.to_json(
+            self.out_dir / f"step-{step}.jsonl", orient="records", lines=True, force_ascii=False
+        )
+        metrics = compute_metrics(predictions)
+        scalars = {
+            f"eval_gen_{key}": float(value)
+            for key, value in metrics.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (isinstance(value, float) and math.isnan(value))
+        }
+        import wandb
+
+        if wandb.run is not None:
+            table = wandb_table(predictions, self.data_dir, limit=len(self.frame))
+            wandb.log({"eval/generations": table, "train/global_step": step})
+        return scalars
+
+
+@dataclass
+class _Throughput:
+    samples: int = 0
+    tokens: int = 0
+    loss_tokens: int = 0
+    since: float = field(default_factory=time.perf_counter)
+
+
+class VistuneTrainer(Trainer):
+    """`Trainer` + length grouping on precomputed lengths + throughput logs + generation eval."""
+
+    def __init__(
+        self,
+        *args: Any,
+        lengths: list[int] | None = None,
+        generation_eval: GenerationEval | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.lengths = lengths
+        self.generation_eval = generation_eval
+        self._throughput = _Throughput()
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.lengths is not None and isinstance(dataset, CatalogDataset):
+            return EpochSeededLengthSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                self.lengths,
+                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any) -> Any:
+        counter = self._throughput
+        mask = inputs.get("attention_mask")
+        counter.samples += int(inputs["input_ids"].shape[0])
+        counter.tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+        if "labels" in inputs:
+            counter.loss_tokens += int((inputs["labels"] != -100).sum())
+        return super().training_step(model, inputs, *args)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            counter = self._throughput
+            elapsed = max(time.perf_counter() - counter.since, 1e-9)
+            world = max(self.args.world_size, 1)
+            logs["samples_per_second"] = round(counter.samples * world / elapsed, 3)
+            logs["tokens_per_second"] = round(counter.tokens * world / elapsed, 1)
+            if counter.tokens:
+                logs["loss_token_share"] = round(counter.loss_tokens / counter.tokens, 4)
+            self._throughput = _Throughput()
+        super().log(logs, start_time)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        metrics = super().evaluate(*args, **kwargs)
+        if self.generation_eval is not None and self.is_world_process_zero():
+            model = self.accelerator.unwrap_model(self.model)
+            generated = self.generation_eval(model, self.state.global_step)
+            self.log(dict(generated))
+            metrics.update(generated)
+        # keep the throughput window to training time only
+        self._throughput.since = time.perf_counter()
+        return metrics
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str))
