@@ -1,0 +1,304 @@
+"""`run_evaluation`: generate on a split, score, compare with baselines, write the files.
+
+Outputs in `EvalConfig.out`: `metrics.json` (model metrics over the whole split and over
+parsed rows only, per category, baselines, blank-image ablation), `predictions.parquet`
+(and `predictions_blank_image.parquet` for the ablation), `report.html`, `evaluate.yaml`
+(the resolved config, so `vistune evaluate --config EVAL_DIR/evaluate.yaml` repeats it) and
+a W&B run under `EVAL_DIR/wandb/` (offline unless logged in).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import Field
+
+from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE, template_spec
+from vistune.config import VistuneConfig, read_yaml
+from vistune.errors import ConfigError
+
+#: Generation length when neither the run's config nor the user gives one.
+DEFAULT_MAX_NEW_TOKENS = 64
+
+
+class EvaluateConfig(VistuneConfig):
+    """Everything `vistune evaluate` needs. None means "the run's value, else the default"."""
+
+    model: str = Field(
+        description="Run dir, exported/model folder, adapter folder, hub id or 'tiny'."
+    )
+    data: Path | None = Field(None, description="Prepared dataset dir; default: the run's data.")
+    split: str = "test"
+    out: Path
+    limit: int | None = Field(None, ge=1, description="Evaluate a seeded random subset of N rows.")
+    batch_size: int = Field(8, ge=1)
+    ablation: bool = Field(True, description="Also run the blank-image ablation.")
+    question: str | None = None
+    answer_template: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    num_crops: int | None = Field(None, ge=1)
+    seed: int = 0
+    report_examples: int = Field(
+        12, ge=0, description="Worst and best products shown in the report."
+    )
+    wandb: bool = Field(True, description="Log metrics and a predictions table to W&B.")
+    wandb_project: str = "vistune"
+    wandb_name: str | None = None
+    wandb_table_rows: int = Field(100, ge=0)
+
+
+@dataclass
+class EvalResult:
+    """What an evaluation produced (also written to `out_dir/metrics.json`)."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    metrics_parsed_only: dict[str, Any]
+    per_category: dict[str, dict[str, Any]]
+    baselines: dict[str, dict[str, Any]]
+    ablation: dict[str, Any] | None
+    metrics_path: Path
+    predictions_path: Path
+    report_path: Path
+    config_path: Path
+
+
+def find_run_config(model: str) -> Path | None:
+    """`config.yaml` of the training run `model` points at (the run dir or a folder in it)."""
+    path = Path(model)
+    for candidate in (path, path.parent):
+        config = candidate / "config.yaml"
+        if candidate.is_dir() and config.is_file():
+            return config
+    return None
+
+
+def resolve_config(config: EvaluateConfig) -> EvaluateConfig:
+    """Fill question, answer format, generation length, crops and data from the run's config.
+
+    When `model` is a run dir (or its `final/`/`checkpoint-N/`), the training config says how
+    the model was prompted; evaluating with another question would measure the wrong thing.
+    Values given explicitly win.
+    """
+    run: dict[str, Any] = {}
+    run_config = find_run_config(config.model)
+    if run_config is not None:
+        run = read_yaml(run_config)
+    updates = {
+        "question": config.question or run.get("question") or DEFAULT_QUESTION,
+        "answer_template": config.answer_template or run.get("answer_template") or DEFAULT_TEMPLATE,
+        "max_new_tokens": config.max_new_tokens
+        or run.get("max_answer_tokens")
+        or DEFAULT_MAX_NEW_TOKENS,
+        "num_crops": config.num_crops or run.get("num_crops"),
+    }
+    data = config.data
+    if data is None and run.get("data"):
+        data = Path(run["data"])
+    if data is None:
+        raise ConfigError(
+            f"no dataset to evaluate {config.model!r} on: pass --data DIR (a prepared dataset dir)"
+        )
+    updates["data"] = data
+    template_spec(updates["answer_template"])
+    return config.model_copy(update=updates)
+
+
+def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> EvalResult:
+    """Evaluate a model on one split of a prepared dataset and write every output file."""
+    import torch
+
+    from vistune.data.dataset import load_split, open_image
+    from vistune.evaluation.baselines import baseline_metrics
+    from vistune.evaluation.generation import generate_predictions
+    from vistune.evaluation.metrics import compute_metrics, per_category_metrics
+    from vistune.evaluation.report import write_report
+    from vistune.models.families import load_vlm
+
+    config = resolve_config(config)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = config.save(out / "evaluate.yaml")
+    data = Path(config.data)
+    frame = load_split(data, config.split)
+    train = load_split(data, "train")
+    if config.limit is not None and config.limit < len(frame):
+        frame = frame.sample(n=config.limit, random_state=config.seed).sort_index()
+    torch.manual_seed(config.seed)
+    console = _console()
+    _print_knobs(console, config, len(frame))
+
+    started = time.perf_counter()
+    vlm = load_vlm(config.model, num_crops=config.num_crops)
+    vlm.model.eval()
+    gen_args = {
+        "question": config.question,
+        "template": config.answer_template,
+        "batch_size": config.batch_size,
+        "max_new_tokens": config.max_new_tokens,
+        "show_progress": show_progress,
+    }
+    predictions = generate_predictions(vlm, frame, data, **gen_args)
+    ablation_predictions = (
+        generate_predictions(vlm, frame, data, blank_image=True, **gen_args)
+        if config.ablation
+        else None
+    )
+    seconds = time.perf_counter() - started
+
+    metrics = compute_metrics(predictions)
+    summary: dict[str, Any] = {
+        "run": {
+            "model": config.model,
+            "data": str(data),
+            "split": config.split,
+            "question": config.question,
+            "answer_template": config.answer_template,
+            "max_new_tokens": config.max_new_tokens,
+            "limit": config.limit,
+            "seconds": round(seconds, 3),
+        },
+        "metrics": metrics,
+        "metrics_parsed_only": compute_metrics(predictions, parsed_only=True),
+        "per_category": per_category_metrics(predictions),
+        "baselines": baseline_metrics(train, frame),
+        "ablation": compute_metrics(ablation_predictions)
+        if ablation_predictions is not None
+        else None,
+        "definitions": _definitions(),
+    }
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    predictions_path = out / "predictions.parquet"
+    predictions.to_parquet(predictions_path, index=False)
+    if ablation_predictions is not None:
+        ablation_predictions.to_parquet(out / "predictions_blank_image.parquet", index=False)
+    report_path = write_report(
+        out / "report.html",
+        summary=summary,
+        predictions=predictions,
+        ablation=ablation_predictions,
+        load_image=lambda rel: open_image(data, rel),
+        n_examples=config.report_examples,
+    )
+    if config.wandb:
+        log_to_wandb(config, summary, predictions, data)
+    print_summary(console, summary)
+    console.print(f"wrote {metrics_path}, {predictions_path}, {report_path}")
+    return EvalResult(
+        out_dir=out,
+        metrics=metrics,
+        metrics_parsed_only=summary["metrics_parsed_only"],
+        per_category=summary["per_category"],
+        baselines=summary["baselines"],
+        ablation=summary["ablation"],
+        metrics_path=metrics_path,
+        predictions_path=predictions_path,
+        report_path=report_path,
+        config_path=config_path,
+    )
+
+
+def flat_summary(summary: dict[str, Any]) -> dict[str, float | int]:
+    """`metrics.json` as flat W&B summary keys (numbers only).
+
+    Keys: `eval/...`, `eval_parsed/...`, `ablation/...`, `baseline/<name>/...`,
+    `category/<name>/...`.
+    """
+    flat: dict[str, float | int] = {}
+
+    def put(prefix: str, values: dict[str, Any] | None) -> None:
+        for key, value in (values or {}).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"{prefix}/{key}"] = value
+
+    put("eval", summary["metrics"])
+    put("eval_parsed", summary["metrics_parsed_only"])
+    put("ablation", summary.get("ablation"))
+    for name, values in summary["baselines"].items():
+        put(f"baseline/{name}", values)
+    for name, values in summary["per_category"].items():
+        put(f"category/{name}", values)
+    return flat
+
+
+def log_to_wandb(
+    config: EvaluateConfig, summary: dict[str, Any], predictions: pd.DataFrame, data_dir: Path
+) -> None:
+    """Summary values and a predictions Table (with images) in a W&B run under `out/wandb/`."""
+    from vistune.evaluation.tables import wandb_table
+    from vistune.tracking import init_wandb
+
+    run = init_wandb(
+        config.out,
+        project=config.wandb_project,
+        name=config.wandb_name or f"eval-{Path(config.model).name}-{config.split}",
+        config=config.model_dump(mode="json"),
+        job_type="eval",
+    )
+    try:
+        run.summary.update(flat_summary(summary))
+        if config.wandb_table_rows:
+            table = wandb_table(predictions, data_dir, limit=config.wandb_table_rows)
+            run.log({f"{config.split}_predictions": table})
+    finally:
+        run.finish()
+
+
+def print_summary(console: Any, summary: dict[str, Any]) -> None:
+    """A short table: the model vs the blank-image ablation vs the baselines."""
+    from rich.table import Table
+
+    from vistune.evaluation.report import HEADLINE_ROWS, headline_columns
+
+    columns = [(t, m) for t, m in headline_columns(summary) if "parsed rows only" not in t]
+    table = Table(title=f"{summary['run']['split']} split, {summary['metrics']['n']} products")
+    table.add_column("metric")
+    for title, _ in columns:
+        table.add_column(title, justify="right")
+    for key, label, kind, _ in HEADLINE_ROWS:
+        cells = []
+        for _, metrics in columns:
+            value = metrics.get(key)
+            if value is None:
+                cells.append("—")
+            elif kind == "pct":
+                cells.append(f"{100 * value:.1f}%")
+            else:
+                cells.append(f"{value:,.2f}")
+        table.add_row(label, *cells)
+    console.print(table)
+
+
+def _print_knobs(console: Any, config: EvaluateConfig, rows: int) -> None:
+    console.print(
+        f"evaluating [bold]{config.model}[/] on {config.data} split={config.split} rows={rows}"
+        f" batch={config.batch_size} max_new_tokens={config.max_new_tokens}"
+        f" num_crops={config.num_crops or 'model default'} ablation={config.ablation}"
+    )
+    console.print(f"question: {config.question!r}  answer format: {config.answer_template!r}")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _definitions() -> dict[str, str]:
+    from vistune.evaluation import baselines, metrics
+
+    return {"metrics": metrics.__doc__ or "", "baselines": baselines.__doc__ or ""}
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
