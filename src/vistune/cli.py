@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vistune.commands import demo, evaluate, export, predict, prepare, sample, serve, train
 from vistune.errors import VistuneError
@@ -34,7 +35,7 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except VistuneError as exc:
             console = Console(stderr=True, highlight=False, soft_wrap=True)
-            console.print(f"[bold red]error:[/] {exc}")
+            console.print(f"[bold red]error:[/] {escape(str(exc))}")
             raise typer.Exit(code=1) from exc
 
     return wrapper
