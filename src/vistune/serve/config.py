@@ -1,0 +1,35 @@
+"""The typed config of `vistune serve` (YAML + `--set` overrides + CLI flags, as everywhere)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+
+from vistune.config import VistuneConfig
+
+
+class ServeConfig(VistuneConfig):
+    """Everything `vistune serve` needs; the token is a secret and never printed or saved."""
+
+    model: str = Field(description="Run dir, exported/model folder, hub id or 'tiny'.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    token: SecretStr | None = Field(
+        None, description="Require `Authorization: Bearer <token>` on /v1/predict when set."
+    )
+    max_batch_size: int = Field(8, ge=1, le=512)
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000)
+    max_upload_mb: float = Field(10.0, gt=0, le=1024)
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Uploads with more pixels are refused (decompression bombs)."
+    )
+    question: str | None = Field(None, description="Default: the run's question, else vistune's.")
+    answer_template: str | None = Field(None, description="Default: the run's, else vistune's.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Default: the run's answer length.")
+    num_crops: int | None = Field(None, ge=1, le=64)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

@@ -1,0 +1,126 @@
+"""Load the model a `ServeConfig` names and run the app under uvicorn."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rich.console import Console
+
+from vistune.serve.config import ServeConfig
+from vistune.serve.predictor import DEFAULT_MAX_NEW_TOKENS, Predictor, run_prompt_settings
+
+
+def load_predictor(config: ServeConfig) -> Predictor:
+    """Load the model on the configured device with the run's question and answer length."""
+    import torch
+
+    from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE
+    from vistune.models.families import load_vlm
+
+    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    vlm = load_vlm(
+        config.model,
+        dtype=torch.bfloat16 if cuda else torch.float32,
+        device_map={"": 0} if cuda else None,
+        num_crops=config.num_crops,
+    )
+    vlm.model.eval()
+    from_run = run_prompt_settings(config.model)
+    return Predictor(
+        vlm,
+        question=config.question or from_run.get("question", DEFAULT_QUESTION),
+        answer_template=(
+            config.answer_template or from_run.get("answer_template", DEFAULT_TEMPLATE)
+        ),
+        max_new_tokens=(
+            config.max_new_tokens or from_run.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
+        ),
+    )
+
+
+def build_app(config: ServeConfig) -> Any:
+    """The FastAPI app with its model loaded, ready for uvicorn (or a test's live server)."""
+    from vistune.serve.app import create_app
+
+    predictor = load_predictor(config)
+    return create_app(predictor, config, model_name=predictor.vlm.source)
+
+
+def run_server(config: ServeConfig, console: Console | None = None) -> None:
+    """Serve until Ctrl-C/SIGTERM; uvicorn finishes open requests, then the batcher drains."""
+    import uvicorn
+
+    console = console or Console(stderr=True)
+    console.print(f"loading [bold]{config.model}[/] ...")
+    app = build_app(config)
+    if config.token is None and config.host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(
+            f"[yellow]warning:[/] serving on {config.host} without --token: anyone who can "
+            "reach this port can use the model"
+        )
+    console.print(
+        f"serving on http://{config.host}:{config.port}/  (POST /v1/predict, GET /healthz; "
+        f"batches of up to {config.max_batch_size}, wait {config.max_wait_ms:g} ms)"
+    )
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        timeout_graceful_shutdown=30,
+    )
+
+
+@dataclass
+class BackgroundServer:
+    """A uvicorn server running in a thread of this process (tests, benchmarks)."""
+
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Graceful stop: open requests finish, the batcher drains, the thread ends."""
+        self.server.should_exit = True
+        self.thread.join(timeout=timeout)
+        if self.thread.is_alive():
+            raise RuntimeError(f"server at {self.url} did not stop within {timeout} s")
+
+
+def start_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
+    """Serve `app` from a thread; port 0 binds any free port before the server starts."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=60)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    url_host = f"[{host}]" if ":" in host else host
+    return BackgroundServer(f"http://{url_host}:{bound_port}", server, thread)
+
+
+@contextmanager
+def serving_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """`with serving_in_thread(app) as url:` a live server for the block's duration."""
+    background = start_in_thread(app, host, port)
+    try:
+        yield background.url
+    finally:
+        background.stop()
