@@ -1,0 +1,1 @@
+"""Catalog data: schema, price parsing, the sample generator, ingestion, splits, loading."""

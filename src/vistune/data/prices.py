@@ -1,0 +1,79 @@
+"""Robust price parsing: catalog prices arrive as floats, ints and formatted strings.
+
+"$1,290.00", "1290", 1290.0, "1.290,00 €", "USD 1 290" all mean 1290.0. Anything that is not
+a number ("N/A", "call for price", "") raises `PriceError` with the reason `prepare` reports,
+so a bad price is a counted, listed drop and never a silent 0.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from numbers import Real
+from typing import Any
+
+from vistune.data import schema
+
+_CURRENCY = re.compile(r"[^\d.,+\-]")  # everything that is not a digit, separator or sign
+
+
+class PriceError(ValueError):
+    """A value that is not a usable price; `reason` is one of the schema drop reasons."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def parse_price(value: Any) -> float:
+    """Return the price as a non-negative float, or raise `PriceError` saying why not.
+
+    Separator rules for strings: when both "," and "." occur, the last one is the decimal
+    separator ("1,290.00" and "1.290,00"); a lone separator followed by exactly three digits
+    groups thousands ("1,290" and "1.290"), otherwise it is the decimal point ("12,5").
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise PriceError(schema.MISSING_PRICE, "price is empty")
+    if isinstance(value, bool):
+        raise PriceError(schema.NON_NUMERIC_PRICE, f"price {value!r} is a boolean, not a number")
+    if isinstance(value, Real):
+        number = float(value)
+    elif isinstance(value, str):
+        number = _parse_price_text(value)
+    else:
+        raise PriceError(schema.NON_NUMERIC_PRICE, f"price {value!r} is not a number")
+    if not math.isfinite(number):
+        raise PriceError(schema.NON_NUMERIC_PRICE, f"price {value!r} is not finite")
+    if number < 0:
+        raise PriceError(schema.NEGATIVE_PRICE, f"price {value!r} is negative")
+    return number
+
+
+def _parse_price_text(text: str) -> float:
+    stripped = text.strip()
+    if not stripped:
+        raise PriceError(schema.MISSING_PRICE, "price is an empty string")
+    cleaned = _CURRENCY.sub("", stripped.replace("\u2212", "-"))
+    sign = -1.0 if cleaned.startswith("-") else 1.0
+    cleaned = cleaned.lstrip("+-")
+    if not cleaned or not any(ch.isdigit() for ch in cleaned) or any(c in cleaned for c in "+-"):
+        raise PriceError(schema.NON_NUMERIC_PRICE, f"price {text!r} is not a number")
+    if "," in cleaned and "." in cleaned:
+        decimal = "," if cleaned.rfind(",") > cleaned.rfind(".") else "."
+        thousands = "." if decimal == "," else ","
+        cleaned = cleaned.replace(thousands, "").replace(decimal, ".")
+    elif "," in cleaned or "." in cleaned:
+        sep = "," if "," in cleaned else "."
+        parts = cleaned.split(sep)
+        groups_thousands = len(parts) == 2 and len(parts[1]) == 3 and parts[0] not in ("", "0")
+        if len(parts) > 2 or groups_thousands:
+            if not all(len(p) == 3 for p in parts[1:]):
+                raise PriceError(schema.NON_NUMERIC_PRICE, f"price {text!r} is not a number")
+            cleaned = "".join(parts)
+        else:
+            cleaned = cleaned.replace(sep, ".")
+    try:
+        return sign * float(cleaned)
+    except ValueError as exc:
+        raise PriceError(schema.NON_NUMERIC_PRICE, f"price {text!r} is not a number") from exc
