@@ -140,9 +140,7 @@ def prepare_model(vlm: VisionLanguageModel, config: TrainConfig) -> torch.nn.Mod
     if config.train_projector:
         modules_to_save, bare = top_modules(model, projector)
         if bare:
-            logger.warning(
-                "projector parameters %s are not modules; they stay frozen under LoRA", bare
-            )
+            logger.info("projector parameters %s are not modules; frozen under LoRA", bare)
     lora = LoraConfig(
         r=config.lora.rank,
         lora_alpha=config.lora.alpha,
