@@ -78,35 +78,52 @@ def find_run_config(model: str) -> Path | None:
     return None
 
 
-def resolve_config(config: EvaluateConfig) -> EvaluateConfig:
-    """Fill question, answer format, generation length, crops and data from the run's config.
+def resolve_prompt_settings(
+    model: str,
+    *,
+    question: str | None = None,
+    answer_template: str | None = None,
+    max_new_tokens: int | None = None,
+    num_crops: int | None = None,
+) -> dict[str, Any]:
+    """Question, answer format, generation length and crops to use with `model`.
 
-    When `model` is a run dir (or its `final/`/`checkpoint-N/`), the training config says how
-    the model was prompted; evaluating with another question would measure the wrong thing.
-    Values given explicitly win.
+    When `model` is a training run dir (or its `final/`/`checkpoint-N/`), its `config.yaml`
+    says how the model was prompted; evaluating with another question would measure the
+    wrong thing. Values given explicitly win; otherwise vistune's defaults. The template is
+    checked here, so an unparseable one fails before a model is loaded.
     """
     run: dict[str, Any] = {}
-    run_config = find_run_config(config.model)
+    run_config = find_run_config(model)
     if run_config is not None:
         run = read_yaml(run_config)
-    updates = {
-        "question": config.question or run.get("question") or DEFAULT_QUESTION,
-        "answer_template": config.answer_template or run.get("answer_template") or DEFAULT_TEMPLATE,
-        "max_new_tokens": config.max_new_tokens
-        or run.get("max_answer_tokens")
-        or DEFAULT_MAX_NEW_TOKENS,
-        "num_crops": config.num_crops or run.get("num_crops"),
+    settings = {
+        "question": question or run.get("question") or DEFAULT_QUESTION,
+        "answer_template": answer_template or run.get("answer_template") or DEFAULT_TEMPLATE,
+        "max_new_tokens": max_new_tokens or run.get("max_answer_tokens") or DEFAULT_MAX_NEW_TOKENS,
+        "num_crops": num_crops or run.get("num_crops"),
+        "run_data": run.get("data"),
     }
-    data = config.data
-    if data is None and run.get("data"):
-        data = Path(run["data"])
+    template_spec(settings["answer_template"])
+    return settings
+
+
+def resolve_config(config: EvaluateConfig) -> EvaluateConfig:
+    """`config` with the run's prompt settings and dataset filled in."""
+    settings = resolve_prompt_settings(
+        config.model,
+        question=config.question,
+        answer_template=config.answer_template,
+        max_new_tokens=config.max_new_tokens,
+        num_crops=config.num_crops,
+    )
+    data = config.data or (Path(settings["run_data"]) if settings["run_data"] else None)
     if data is None:
         raise ConfigError(
             f"no dataset to evaluate {config.model!r} on: pass --data DIR (a prepared dataset dir)"
         )
-    updates["data"] = data
-    template_spec(updates["answer_template"])
-    return config.model_copy(update=updates)
+    settings.pop("run_data")
+    return config.model_copy(update={**settings, "data": data})
 
 
 def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> EvalResult:

@@ -1,0 +1,168 @@
+"""`vistune predict`: answer for image files, one result per file, bad files reported per file.
+
+Each file is read with a byte cap and validated by `vistune.data.images.normalise_image`
+(full decode, decompression-bomb and pixel limits, EXIF orientation, RGB), the same checks
+`prepare` applies to training images. A file that fails gets an error naming the file and
+the reason; the other files are still answered, in batches through the model's `generate`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from pydantic import Field
+
+from vistune.answer import parse_answer, template_spec
+from vistune.config import VistuneConfig
+from vistune.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, normalise_image
+from vistune.errors import ImageError
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024
+
+
+class PredictConfig(VistuneConfig):
+    """What `vistune predict` needs. None means "the run's value, else the default"."""
+
+    model: str
+    images: list[Path] = Field(min_length=1)
+    batch_size: int = Field(8, ge=1)
+    question: str | None = None
+    answer_template: str | None = None
+    max_new_tokens: int | None = Field(None, ge=1)
+    num_crops: int | None = Field(None, ge=1)
+    max_image_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    json_lines: bool = False
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """The answer for one file, or why there is none.
+
+    `error` is set when the file could not be used (`raw` is None then) or when the answer
+    did not parse (`raw` holds it; title, category and price are None, never 0).
+    """
+
+    path: str
+    title: str | None
+    category: str | None
+    full_price: float | None
+    raw: str | None
+    error: str | None
+
+    @property
+    def file_failed(self) -> bool:
+        return self.raw is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def as_line(self) -> str:
+        if self.file_failed:
+            return f"{self.path}: error: {self.error}"
+        if self.error is not None:
+            return f"{self.path}: unparsed answer ({self.error}); raw: {self.raw!r}"
+        return (
+            f"{self.path}: title: {self.title} | category: {self.category} | "
+            f"full_price: {self.full_price:.2f} | raw: {self.raw!r}"
+        )
+
+
+def load_image_file(path: Path, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Read and validate one image file; ImageError naming the file and the reason."""
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise ImageError(
+            f"{path}: file is {size:,} bytes, over the limit of {max_bytes:,} "
+            "(raise max_image_bytes if it is genuine)"
+        )
+    with path.open("rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # grew while we looked
+        raise ImageError(f"{path}: file is over the limit of {max_bytes:,} bytes")
+    try:
+        checked = normalise_image(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from exc
+    with Image.open(io.BytesIO(checked.data)) as image:
+        return image.convert("RGB")
+
+
+def predict_images(
+    vlm: Any,
+    paths: Sequence[Path],
+    *,
+    question: str,
+    template: str,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+    max_image_bytes: int = DEFAULT_MAX_BYTES,
+    max_image_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[ImagePrediction]:
+    """One `ImagePrediction` per path, in order; unusable files do not stop the others."""
+    template_spec(template)
+    loaded: list[tuple[int, Image.Image]] = []
+    results: list[ImagePrediction | None] = [None] * len(paths)
+    for index, path in enumerate(paths):
+        try:
+            loaded.append(
+                (
+                    index,
+                    load_image_file(
+                        Path(path), max_bytes=max_image_bytes, max_pixels=max_image_pixels
+                    ),
+                )
+            )
+        except ImageError as exc:
+            results[index] = ImagePrediction(str(path), None, None, None, None, str(exc))
+    for start in range(0, len(loaded), batch_size):
+        chunk = loaded[start : start + batch_size]
+        answers = vlm.generate(
+            [image for _, image in chunk], [question] * len(chunk), max_new_tokens=max_new_tokens
+        )
+        for (index, _), raw in zip(chunk, answers, strict=True):
+            parsed = parse_answer(raw, template)
+            results[index] = ImagePrediction(
+                path=str(paths[index]),
+                title=parsed.title,
+                category=parsed.category,
+                full_price=parsed.price,
+                raw=raw,
+                error=parsed.error,
+            )
+    return [r for r in results if r is not None]
+
+
+def run_predict(config: PredictConfig) -> list[ImagePrediction]:
+    """Load the model named by `config` (with its run's prompt settings) and predict."""
+    from vistune.evaluation.runner import resolve_prompt_settings
+    from vistune.models.families import load_vlm
+
+    settings = resolve_prompt_settings(
+        config.model,
+        question=config.question,
+        answer_template=config.answer_template,
+        max_new_tokens=config.max_new_tokens,
+        num_crops=config.num_crops,
+    )
+    vlm = load_vlm(config.model, num_crops=settings["num_crops"])
+    vlm.model.eval()
+    return predict_images(
+        vlm,
+        config.images,
+        question=settings["question"],
+        template=settings["answer_template"],
+        batch_size=config.batch_size,
+        max_new_tokens=settings["max_new_tokens"],
+        max_image_bytes=config.max_image_bytes,
+        max_image_pixels=config.max_image_pixels,
+    )
