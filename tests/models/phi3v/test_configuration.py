@@ -66,6 +66,9 @@ def test_save_drops_auto_map_and_round_trips(tmp_path: Path) -> None:
     assert "auto_map" not in saved
     assert saved["model_type"] == "phi3_v"
     assert saved.get("_attn_implementation") != "flash_attention_2"
+    # the legacy keys the released remote code reads are written too, in its spelling
+    assert saved["rope_scaling"] == OFFICIAL_CONFIG["rope_scaling"]
+    assert saved["rope_theta"] == 10000.0
     again = AutoConfig.from_pretrained(tmp_path / "saved")
     assert isinstance(again, Phi3VConfig)
     assert again.vision_config.to_dict() == config.vision_config.to_dict()

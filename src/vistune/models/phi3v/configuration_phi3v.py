@@ -63,16 +63,17 @@ DEFAULT_IMG_PROCESSOR: dict[str, Any] = {
 
 
 def _normalise_legacy_rope(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Rename the released `rope_scaling.type: "su"` to "longrope" before Phi3Config sees it.
+    """Read the released `rope_scaling.type: "su"` as "longrope" before Phi3Config sees it.
 
     transformers 5.23 renames "su" only after it has decided which keys a scaled rope needs, so
     `original_max_position_embeddings` is never copied in and validation fails on the released
-    file. Doing the rename first takes the normal "longrope" path. The input is not mutated.
+    file. Setting `rope_type` first takes the normal "longrope" path; the legacy `type` stays
+    (validation ignores it) so `to_dict` can write the spelling the remote code expects. The
+    input is not mutated.
     """
     scaling = kwargs.get("rope_scaling")
     if isinstance(scaling, dict) and "su" in (scaling.get("type"), scaling.get("rope_type")):
-        scaling = {k: v for k, v in scaling.items() if k != "type"}
-        scaling["rope_type"] = "longrope"
+        scaling = {**scaling, "type": "su", "rope_type": "longrope"}
         kwargs = {**kwargs, "rope_scaling": scaling}
     return kwargs
 
@@ -188,6 +189,20 @@ class Phi3VConfig(Phi3Config):
                 f"config.json: img_processor.layer_idx={proc['layer_idx']} is outside the vision "
                 f"tower's hidden states (-{n_layers + 1}..{n_layers})."
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise, adding the legacy `rope_scaling`/`rope_theta` keys the released remote code
+        and older tools read, so an exported folder keeps its rope whatever loads it."""
+        output = super().to_dict()
+        rope = output.get("rope_parameters")
+        if isinstance(rope, dict) and "rope_theta" in rope:
+            output["rope_theta"] = rope["rope_theta"]
+            if rope.get("rope_type", "default") != "default":
+                legacy = {k: v for k, v in rope.items() if k.endswith("_factor")}
+                legacy.pop("partial_rotary_factor", None)
+                legacy["type"] = rope.get("type", rope["rope_type"])
+                output["rope_scaling"] = legacy
+        return output
 
     @property
     def crop_size(self) -> int:
