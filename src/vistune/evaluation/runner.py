@@ -138,12 +138,12 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
     from vistune.models.families import load_vlm
 
     config = resolve_config(config)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = config.save(out / "evaluate.yaml")
     data = Path(config.data)
     frame = load_split(data, config.split)
     train = load_split(data, "train")
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = config.save(out / "evaluate.yaml")
     if config.limit is not None and config.limit < len(frame):
         frame = frame.sample(n=config.limit, random_state=config.seed).sort_index()
     torch.manual_seed(config.seed)
