@@ -6,17 +6,21 @@ a downloaded official checkpoint folder even though its config.json has an `auto
 """
 
 from vistune.models.phi3v.configuration_phi3v import Phi3VConfig
+from vistune.models.phi3v.image_processing_phi3v import Phi3VImageProcessor
 from vistune.models.phi3v.modeling_phi3v import (
     Phi3VForCausalLM,
     Phi3VModel,
     Phi3VPreTrainedModel,
 )
+from vistune.models.phi3v.processing_phi3v import Phi3VProcessor
 
 __all__ = [
     "Phi3VConfig",
     "Phi3VForCausalLM",
+    "Phi3VImageProcessor",
     "Phi3VModel",
     "Phi3VPreTrainedModel",
+    "Phi3VProcessor",
     "register",
 ]
 
@@ -37,3 +41,6 @@ def register() -> None:
     AutoModel.register(Phi3VConfig, Phi3VModel, exist_ok=True)
     AutoModelForCausalLM.register(Phi3VConfig, Phi3VForCausalLM, exist_ok=True)
     AutoModelForImageTextToText.register(Phi3VConfig, Phi3VForCausalLM, exist_ok=True)
+    from vistune.models.phi3v.processing_phi3v import register_auto_classes
+
+    register_auto_classes()  # AutoImageProcessor / AutoProcessor
