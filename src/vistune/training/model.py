@@ -90,15 +90,20 @@ def linear_module_names(model: torch.nn.Module, prefixes: Sequence[str]) -> list
 
 
 def top_modules(model: torch.nn.Module, prefixes: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split prefixes into module names (for modules_to_save) and bare parameter names."""
-    module_names = dict(model.named_modules())
-    modules, params = [], []
-    for prefix in prefixes:
-        name = prefix.rstrip(".")
-        if name in module_names:
+    """Modules that own parameters under `prefixes` (for modules_to_save), and bare parameters.
+
+    Leaf modules rather than the prefix module itself: PEFT's ModulesToSaveWrapper forwards
+    attributes like `.weight` but not indexing, and model code may index a Sequential.
+    """
+    modules = []
+    for name, module in model.named_modules():
+        if has_prefix(name, prefixes) and any(True for _ in module.parameters(recurse=False)):
             modules.append(name)
-        else:
-            params.append(name)
+    params = [
+        name
+        for name, _ in model.named_parameters()
+        if has_prefix(name, prefixes) and name.rsplit(".", 1)[0] not in modules
+    ]
     return modules, params
 
 

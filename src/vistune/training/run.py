@@ -206,8 +206,8 @@ def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_e
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False}
+        activation_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False}
         if config.gradient_checkpointing
         else None,
         logging_strategy="steps",

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,9 @@ class _Throughput:
     samples: int = 0
     tokens: int = 0
     loss_tokens: int = 0
-    since: float = field(default_factory=time.perf_counter)
+    #: start of the window: the first training step after the previous log, not the
+    #: construction time (model set-up and data loader start are not throughput)
+    since: float | None = None
 
 
 class VistuneTrainer(Trainer):
@@ -121,6 +123,8 @@ class VistuneTrainer(Trainer):
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any) -> Any:
         counter = self._throughput
+        if counter.since is None:
+            counter.since = time.perf_counter()
         mask = inputs.get("attention_mask")
         counter.samples += int(inputs["input_ids"].shape[0])
         counter.tokens += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
@@ -129,8 +133,8 @@ class VistuneTrainer(Trainer):
         return super().training_step(model, inputs, *args)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:
-            counter = self._throughput
+        counter = self._throughput
+        if "loss" in logs and counter.since is not None:
             elapsed = max(time.perf_counter() - counter.since, 1e-9)
             world = max(self.args.world_size, 1)
             logs["samples_per_second"] = round(counter.samples * world / elapsed, 3)
@@ -148,7 +152,7 @@ class VistuneTrainer(Trainer):
             self.log(dict(generated))
             metrics.update(generated)
         # keep the throughput window to training time only
-        self._throughput.since = time.perf_counter()
+        self._throughput = _Throughput()
         return metrics
 
 
