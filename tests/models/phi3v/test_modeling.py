@@ -232,7 +232,10 @@ def test_official_key_names_round_trip(model: Phi3VForCausalLM, tmp_path: Path) 
     after = loaded.eval()(input_ids=ids, pixel_values=pixels, image_sizes=sizes).logits
     torch.testing.assert_close(after, before, rtol=0, atol=0)
     # saving a loaded model writes the same layout again (no double prefixes)
-    loaded.save_pretrained(tmp_path / "again")
+    loaded.save_pretrained(tmp_path / "again", max_shard_size="40KB")
+    assert len(list((tmp_path / "again").glob("*.safetensors"))) > 1
+    index = json.loads((tmp_path / "again" / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(saved)
     assert set(raw_keys(tmp_path / "again")) == set(saved)
 
 
@@ -348,6 +351,26 @@ def test_placeholder_count_mismatch_is_a_clear_error(model: Phi3VForCausalLM) ->
             pixel_values=pixels,
             image_sizes=torch.tensor([[20, 16]]),
         )
+
+
+@torch.no_grad()
+def test_text_only_batch_with_empty_image_tensor(model: Phi3VForCausalLM) -> None:
+    ids = torch.tensor([ROWS[1]])
+    empty = torch.zeros(0, MAX_CROPS + 1, 3, CROP, CROP)
+    a = model(input_ids=ids).logits
+    b = model(input_ids=ids, pixel_values=empty, image_sizes=torch.zeros(0, 2)).logits
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_released_sliding_window_does_not_change_logits(model: Phi3VForCausalLM) -> None:
+    windowed = tiny_model(sliding_window=131072)  # the released config sets it
+    windowed.load_state_dict(model.state_dict())
+    ids, mask = pad_batch(ROWS, "left")
+    pixels, sizes = batch_images(GRIDS)
+    kwargs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes)
+    a, b = model(**kwargs).logits, windowed(**kwargs).logits
+    torch.testing.assert_close(a[mask.bool()], b[mask.bool()], rtol=1e-5, atol=1e-5)
 
 
 @torch.no_grad()

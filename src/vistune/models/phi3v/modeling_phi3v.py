@@ -218,6 +218,8 @@ class Phi3VModel(Phi3VPreTrainedModel, Phi3Model):
         text_ids = input_ids.masked_fill(mask, 0)
         embeds = self.embed_tokens(text_ids)
         n_slots = int(mask.sum())
+        if pixel_values is not None and pixel_values.shape[0] == 0:
+            pixel_values = None  # a batch of text-only rows may carry an empty image tensor
         if pixel_values is None:
             if n_slots:
                 raise ModelError(
