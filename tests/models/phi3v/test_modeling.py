@@ -432,6 +432,44 @@ def test_cached_greedy_equals_uncached_and_batched_equals_single(
         assert torch.equal(single[0], cached[i]), f"row {i}"
 
 
+@torch.no_grad()
+def test_cached_generation_across_the_longrope_switch_matches_uncached() -> None:
+    """Past `original_max_position_embeddings` longrope switches factors; the cache built with
+    the short ones must be recomputed, as in transformers' Phi3ForCausalLM."""
+    head_half = 32 // 4 // 2
+    model = tiny_model(
+        seed=5,
+        original_max_position_embeddings=26,
+        rope_scaling={
+            "type": "su",
+            "short_factor": [1.0] * head_half,
+            "long_factor": [3.0] * head_half,
+        },
+    )
+    prompt = ROWS[0][:-2]  # 23 tokens: generation crosses position 26
+    ids = torch.tensor([prompt])
+    pixels, sizes = batch_images(GRIDS[:1])
+    runs = [
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            pixel_values=pixels,
+            image_sizes=sizes,
+            max_new_tokens=8,
+            do_sample=False,
+            use_cache=use_cache,
+            pad_token_id=PAD,
+            eos_token_id=None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+        for use_cache in (True, False)
+    ]
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+    for cached, full in zip(runs[0].logits, runs[1].logits, strict=True):
+        torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-4)
+
+
 def loss_and_grads(model: Phi3VForCausalLM) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     ids, mask = pad_batch(ROWS, "right")
     labels = ids.masked_fill((mask == 0) | (ids == IMAGE), -100)

@@ -31,6 +31,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.phi3.modeling_phi3 import Phi3Model, Phi3PreTrainedModel
+from transformers.utils import can_return_tuple
 
 from vistune.errors import ModelError
 from vistune.models.phi3v.configuration_phi3v import Phi3VConfig
@@ -299,6 +300,7 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -373,7 +375,14 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
             is_first_iteration=is_first_iteration,
             **kwargs,
         )
-        if is_first_iteration or not kwargs.get("use_cache", True):
+        ids = model_inputs.get("input_ids")
+        if (
+            pixel_values is not None
+            and (is_first_iteration or not kwargs.get("use_cache", True))
+            # a continued cache may already hold every image of the prompt
+            and ids is not None
+            and image_token_mask(ids, self.config.image_token_id).any()
+        ):
             model_inputs["pixel_values"] = pixel_values
             model_inputs["image_sizes"] = image_sizes
         return model_inputs
