@@ -284,8 +284,10 @@ def test_official_style_folder_loads_without_remote_code(
     model: Phi3VForCausalLM, tmp_path: Path
 ) -> None:
     folder = official_style_folder(model, tmp_path / "download")
-    loaded = AutoModelForCausalLM.from_pretrained(folder)  # no trust_remote_code
+    # no trust_remote_code; the duplicated `wte` is accepted, nothing is missing
+    loaded, info = AutoModelForCausalLM.from_pretrained(folder, output_loading_info=True)
     assert type(loaded) is Phi3VForCausalLM
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert loaded.config._attn_implementation == "sdpa"  # flash-attn is not installed here
     assert loaded.config.rope_parameters["rope_type"] == "longrope"
 

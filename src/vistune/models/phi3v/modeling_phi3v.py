@@ -68,7 +68,8 @@ class Phi3VVisionTower(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, c, c] crops -> [N, 1 + (c/p)^2, C] hidden state at `layer_idx`."""
         clip = self.vision_model
-        hidden = clip.embeddings(pixel_values.to(clip.embeddings.patch_embedding.weight.dtype))
+        # A float parameter gives the compute dtype even when Linear weights are quantized.
+        hidden = clip.embeddings(pixel_values.to(clip.embeddings.class_embedding.dtype))
         hidden = clip.pre_layrnorm(hidden)
         for layer in clip.encoder.layers[: self.num_feature_layers]:
             hidden = layer(hidden, None)
@@ -166,8 +167,9 @@ class Phi3VImageEmbedding(nn.Module):
                 self.with_row_separators(global_view),
             ]
         tokens = torch.cat(sequences)
-        projection_dtype = self.img_projection[0].weight.dtype
-        return self.img_projection(tokens.to(projection_dtype))
+        # glb_GN is a plain float parameter: its dtype is the compute dtype even when the
+        # projection's Linear weights are quantized (QLoRA).
+        return self.img_projection(tokens.to(self.glb_GN.dtype))
 
 
 class Phi3VPreTrainedModel(Phi3PreTrainedModel):
