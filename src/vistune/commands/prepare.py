@@ -1,8 +1,72 @@
-"""`vistune prepare` (under construction in this change set)."""
+"""`vistune prepare`: a catalog source -> validated, deduplicated, leak-free dataset dir."""
 
-from vistune.errors import VistuneError
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 
-def command() -> None:
-    """Not built yet."""
-    raise VistuneError("vistune prepare is not built yet")
+def command(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="Hub dataset id, CSV/Parquet/JSONL file, `vistune sample` folder or image folder."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Dataset folder to write.")] = None,
+    image_column: Annotated[
+        str | None, typer.Option("--image-column", help="Column with image URLs/paths.")
+    ] = None,
+    title_column: Annotated[
+        str | None, typer.Option("--title-column", help="Column with the product name.")
+    ] = None,
+    category_column: Annotated[
+        str | None, typer.Option("--category-column", help="Column with the category.")
+    ] = None,
+    price_column: Annotated[
+        str | None, typer.Option("--price-column", help="Column with the full price.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Split seed (default 0).")] = None,
+    allow_private_hosts: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-private-hosts",
+            help="Also fetch from private, loopback and link-local addresses.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML file with prepare options.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config key, e.g. splits.validation=0.2."),
+    ] = None,
+) -> None:
+    """Download, validate and split a catalog into train/validation/test Parquet + images."""
+    from rich.console import Console
+
+    from vistune.data.prepare import PrepareConfig, prepare_dataset
+
+    cfg = PrepareConfig.load(
+        config,
+        overrides,
+        source=source,
+        out=out,
+        image_column=image_column,
+        title_column=title_column,
+        category_column=category_column,
+        price_column=price_column,
+        seed=seed,
+        allow_private_hosts=allow_private_hosts or None,
+    )
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console.print(
+        f"prepare {cfg.source} -> {cfg.out}: splits {cfg.splits.train:g}/"
+        f"{cfg.splits.validation:g}/{cfg.splits.test:g} (seed {cfg.seed}), images capped at "
+        f"{cfg.max_image_side} px, {cfg.download.concurrency} parallel downloads"
+        + (", private hosts allowed" if cfg.allow_private_hosts else "")
+    )
+    manifest = prepare_dataset(cfg, show_progress=True)
+    Console(highlight=False, soft_wrap=True).print(f"{manifest.summary()} -> {cfg.out}")

@@ -1,0 +1,162 @@
+"""Validate and normalise one image, and store it by content hash.
+
+Every image that enters a dataset dir is fully decoded (a truncated file fails here, not in
+the middle of training), checked against a pixel budget (a decompression bomb is an error,
+not a warning), turned upright from its EXIF orientation, converted to RGB (transparency
+flattened on white) and shrunk so its longest side is at most `max_side`.
+
+When none of that changes anything and the file is a JPEG or PNG, the original bytes are
+kept (no second lossy encode); otherwise the result is re-encoded (PNG for lossless
+sources, JPEG quality 95 for the rest). The stored name is the sha256 of the stored bytes,
+so identical images are stored once and every row that shows them points at that file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from vistune.errors import ImageError
+
+DEFAULT_MAX_SIDE: Final = 1344
+#: Pillow's own decompression-bomb threshold (it only warns below 2x this); we refuse above it.
+DEFAULT_MAX_PIXELS: Final = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+ALLOWED_FORMATS: Final = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO"})
+LOSSLESS_FORMATS: Final = frozenset({"PNG", "GIF", "BMP", "TIFF"})
+PASSTHROUGH: Final = {"JPEG": ".jpg", "PNG": ".png"}
+
+
+@dataclass(frozen=True)
+class NormalisedImage:
+    """Bytes ready to store, and what they hold."""
+
+    data: bytes
+    suffix: str  # ".jpg" or ".png"
+    sha256: str
+    width: int
+    height: int
+
+    @property
+    def filename(self) -> str:
+        return f"{self.sha256}{self.suffix}"
+
+
+def normalise_image(
+    data: bytes,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> NormalisedImage:
+    """Decode, check and normalise image bytes; raise `ImageError` saying what is wrong."""
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"not an image Pillow can read ({_describe(data)})") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"decompression bomb refused: {exc}") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # e.g. a header cut short
+        raise ImageError(f"cannot decode image header: {exc}") from exc
+    with image:
+        fmt = image.format or "unknown"
+        if fmt not in ALLOWED_FORMATS:
+            raise ImageError(f"image format {fmt} is not accepted ({sorted(ALLOWED_FORMATS)})")
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageError(
+                f"decompression bomb refused: {width}x{height} = {width * height} pixels "
+                f"exceeds the limit of {max_pixels} (raise max_image_pixels if it is genuine)"
+            )
+        try:
+            image.load()  # full decode: a truncated file raises here
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"cannot decode {fmt} image: {exc}") from exc
+        changed = False
+        orientation = image.getexif().get(0x0112, 1)
+        if orientation not in (None, 1):
+            image = ImageOps.exif_transpose(image)
+            changed = True
+        if image.mode != "RGB":
+            image = _to_rgb(image)
+            changed = True
+        if max(image.size) > max_side:
+            image = image.copy()
+            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+            changed = True
+        if not changed and fmt in PASSTHROUGH:
+            stored, suffix = data, PASSTHROUGH[fmt]
+        else:
+            stored, suffix = _encode(image, lossless=fmt in LOSSLESS_FORMATS)
+        return NormalisedImage(
+            data=stored,
+            suffix=suffix,
+            sha256=hashlib.sha256(stored).hexdigest(),
+            width=image.width,
+            height=image.height,
+        )
+
+
+def normalise_pil(image: Image.Image, *, max_side: int = DEFAULT_MAX_SIDE) -> NormalisedImage:
+    """Normalise an in-memory PIL image (e.g. from a `datasets` Image column): PNG-encode it
+    losslessly first so it goes through exactly the same checks as a file."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return normalise_image(buffer.getvalue(), max_side=max_side)
+
+
+def store_image(image: NormalisedImage, images_dir: Path) -> str:
+    """Write `image` under `images_dir` by content hash (atomically); return its file name.
+
+    An existing file with that name already holds these exact bytes, so it is left alone:
+    that is the deduplication.
+    """
+    target = images_dir / image.filename
+    if not target.exists():
+        atomic_write_bytes(target, image.data)
+    return image.filename
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder + rename, so a kill never leaves half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("xb") as handle:  # normal permissions (umask), unlike mkstemp's 0600
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image.convert("RGB")
+
+
+def _encode(image: Image.Image, *, lossless: bool) -> tuple[bytes, str]:
+    buffer = io.BytesIO()
+    if lossless:
+        image.save(buffer, format="PNG", optimize=False)
+        return buffer.getvalue(), ".png"
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue(), ".jpg"
+
+
+def _describe(data: bytes) -> str:
+    head = data[:16]
+    if head.lstrip().startswith((b"<", b"{")):
+        return "looks like HTML/JSON text"
+    return f"{len(data)} bytes starting {head!r}"

@@ -1,0 +1,571 @@
+"""`vistune prepare`: turn any catalog source into a validated, leak-free dataset dir.
+
+    source -> rows -> cheap checks -> images -> group-aware splits -> dataset dir
+                      (duplicates,       (download or read, validate,
+                       title, category,   store by hash; journaled)
+                       price)
+
+The dataset dir holds `{train,validation,test}.parquet`, `images/<sha256>.jpg|png`,
+`manifest.json`, `dropped.jsonl` and `prepare.yaml`.
+
+Cheap checks run first so no image is fetched for a row that would be dropped anyway.
+Every dropped row is counted by reason in the manifest and listed in `dropped.jsonl`
+with its source row; nothing disappears silently. Images are processed once per distinct
+source (URL, file or embedded bytes), recorded in a journal under `DIR/.cache/`, so a
+re-run after an interruption (even kill -9) skips everything already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+from pydantic import BaseModel, Field, model_validator
+
+from vistune.config import VistuneConfig
+from vistune.data import schema
+from vistune.data.download import DownloadOptions, FetchError, fetch_bytes, make_client
+from vistune.data.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    atomic_write_bytes,
+    normalise_image,
+    store_image,
+)
+from vistune.data.journal import ImageJournal
+from vistune.data.prices import PriceError, parse_price
+from vistune.data.sources import SourceTable, read_source
+from vistune.data.splits import assign_splits, group_rows
+from vistune.errors import DataError, ImageError
+
+IMAGES_DIR = "images"
+CACHE_DIR = ".cache"
+COLUMN_FLAGS = {
+    schema.IMAGE: "--image-column",
+    schema.TITLE: "--title-column",
+    schema.CATEGORY: "--category-column",
+    schema.PRICE: "--price-column",
+}
+
+
+class SplitFractions(VistuneConfig):
+    """Share of rows per split; whole groups move, so the result is close, not exact."""
+
+    train: float = Field(0.8, ge=0.0, le=1.0)
+    validation: float = Field(0.1, ge=0.0, le=1.0)
+    test: float = Field(0.1, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitFractions:
+        total = self.train + self.validation + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6) or self.train <= 0:
+            raise ValueError(f"train + validation + test must be 1 with train > 0 (got {total:g})")
+        return self
+
+
+class DownloadSettings(VistuneConfig):
+    """How image URLs are fetched (see `vistune.data.download`)."""
+
+    concurrency: int = Field(16, ge=1, le=512)
+    timeout_s: float = Field(20.0, gt=0)
+    retries: int = Field(3, ge=0, le=10)
+    backoff_s: float = Field(0.5, ge=0)
+    max_bytes: int = Field(20 * 2**20, ge=1)
+    max_redirects: int = Field(5, ge=0, le=20)
+
+
+class PrepareConfig(VistuneConfig):
+    """Options of `vistune prepare`; saved as `OUT/prepare.yaml`."""
+
+    source: str
+    out: Path
+    image_column: str | None = None
+    title_column: str | None = None
+    category_column: str | None = None
+    price_column: str | None = None
+    product_column: str | None = None
+    splits: SplitFractions = Field(default_factory=SplitFractions)
+    seed: int = 0
+    max_image_side: int = Field(DEFAULT_MAX_SIDE, ge=16)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    download: DownloadSettings = Field(default_factory=DownloadSettings)
+    allow_private_hosts: bool = False
+    allow_hosts: list[str] = Field(default_factory=list)
+    workers: int = Field(4, ge=1, le=64)
+
+    def download_options(self) -> DownloadOptions:
+        return DownloadOptions(
+            **self.download.model_dump(),
+            allow_private_hosts=self.allow_private_hosts,
+            allowed_hosts=frozenset(self.allow_hosts),
+        )
+
+
+class Manifest(BaseModel):
+    """What `prepare` read, kept, dropped and wrote; saved as `OUT/manifest.json`."""
+
+    source: str
+    source_kind: str
+    rows_in: int
+    rows_kept: int
+    dropped: dict[str, int]
+    splits: dict[str, int]
+    images: int
+    columns: list[str]
+    files: dict[str, str]  # written file -> sha256
+    created_at: str
+    vistune_version: str
+    seconds: float
+    config: dict[str, Any]
+
+    def summary(self) -> str:
+        splits = ", ".join(f"{name} {count}" for name, count in self.splits.items())
+        dropped = sum(self.dropped.values())
+        reasons = ", ".join(f"{r} {c}" for r, c in self.dropped.items())
+        return (
+            f"prepared {self.rows_kept}/{self.rows_in} rows ({splits}; {self.images} images), "
+            f"dropped {dropped}"
+            + (f" ({reasons})" if reasons else "")
+            + f" in {self.seconds:.1f} s"
+        )
+
+
+@dataclass(frozen=True)
+class Drop:
+    source_row: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One distinct image source: `key` identifies it in the journal and across rows."""
+
+    key: str
+    kind: str  # "url", "file", "bytes" or "pil"
+    label: str  # what the source said, kept in the `source_image` column
+    value: Any
+
+
+def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manifest:
+    """Read, check, fetch, validate, split and write the dataset dir; return its manifest."""
+    from vistune import __version__
+
+    started = time.perf_counter()
+    out = Path(config.out)
+    table = read_source(config.source, text_columns=_text_columns(config))
+    frame = table.frame
+    if frame.empty:
+        raise DataError(f"{config.source}: the source has no rows")
+    columns = resolve_columns(frame, config)
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    config.save(out / "prepare.yaml")
+
+    drops: list[Drop] = []
+    fields = check_rows(frame, columns, drops)  # source_row -> canonical values
+    refs: dict[int, ImageRef] = {}
+    for row in list(fields):
+        ref = image_ref(frame.at[row, columns[schema.IMAGE]], table)
+        if isinstance(ref, Drop):
+            drops.append(Drop(row, ref.reason, ref.detail))
+            del fields[row]
+        else:
+            refs[row] = ref
+
+    distinct = {ref.key: ref for ref in refs.values()}
+    results = process_images(distinct, config, out, show_progress)
+    kept_rows: list[int] = []
+    for row, ref in refs.items():
+        result = results[ref.key]
+        if isinstance(result, Drop):
+            drops.append(Drop(row, result.reason, result.detail))
+        else:
+            fields[row].update(
+                {
+                    schema.IMAGE: f"{IMAGES_DIR}/{result['file']}",
+                    "image_sha256": result["sha256"],
+                    schema.SOURCE_IMAGE: ref.label,
+                }
+            )
+            kept_rows.append(row)
+    drops.sort(key=lambda d: d.source_row)
+    write_dropped(out / "dropped.jsonl", drops)
+    if not kept_rows:
+        counts = Counter(d.reason for d in drops)
+        raise DataError(
+            f"{config.source}: no usable rows: all {len(frame)} rows were dropped "
+            f"({', '.join(f'{r} {c}' for r, c in counts.most_common())}); "
+            f"see {out / 'dropped.jsonl'}"
+        )
+
+    kept = build_output_frame(frame, sorted(kept_rows), fields, columns)
+    groups = group_rows([kept[schema.PRODUCT].tolist(), kept["image_sha256"].tolist()])
+    split = assign_splits(
+        groups, kept[schema.CATEGORY].tolist(), config.splits.model_dump(), seed=config.seed
+    )
+    files = write_splits(kept, split, out)
+    files["dropped.jsonl"] = _sha256_file(out / "dropped.jsonl")
+
+    dropped = Counter(d.reason for d in drops)
+    manifest = Manifest(
+        source=config.source,
+        source_kind=table.kind,
+        rows_in=len(frame),
+        rows_kept=len(kept),
+        dropped={r: dropped[r] for r in schema.DROP_REASONS if dropped[r]},
+        splits={name: int((split == name).sum()) for name in schema.SPLITS},
+        images=int(kept[schema.IMAGE].nunique()),
+        columns=list(kept.columns),
+        files=files,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        vistune_version=__version__,
+        seconds=round(time.perf_counter() - started, 3),
+        config=config.model_dump(mode="json"),
+    )
+    atomic_write_bytes(out / "manifest.json", manifest.model_dump_json(indent=2).encode())
+    return manifest
+
+
+def _text_columns(config: PrepareConfig) -> list[str]:
+    return [c for c in (config.product_column or schema.PRODUCT, config.title_column) if c]
+
+
+def resolve_columns(frame: pd.DataFrame, config: PrepareConfig) -> dict[str, str | None]:
+    """Source column for each canonical column: the explicit mapping, else the first
+    default candidate present. Unknown or absent columns are errors listing what exists."""
+    available = [str(c) for c in frame.columns]
+    explicit = {
+        schema.IMAGE: config.image_column,
+        schema.TITLE: config.title_column,
+        schema.CATEGORY: config.category_column,
+        schema.PRICE: config.price_column,
+    }
+    resolved: dict[str, str | None] = {}
+    for canonical, chosen in explicit.items():
+        flag = COLUMN_FLAGS[canonical]
+        if chosen is not None:
+            if chosen not in frame.columns:
+                raise DataError(
+                    f"{config.source}: {flag} {chosen!r} is not a column; "
+                    f"available columns: {', '.join(available)}"
+                )
+            resolved[canonical] = chosen
+            continue
+        found = next((c for c in schema.DEFAULT_CANDIDATES[canonical] if c in frame.columns), None)
+        if found is None:
+            raise DataError(
+                f"{config.source}: no {canonical} column (looked for "
+                f"{', '.join(schema.DEFAULT_CANDIDATES[canonical])}); available columns: "
+                f"{', '.join(available)}; pass {flag} NAME"
+            )
+        resolved[canonical] = found
+    if config.product_column is not None and config.product_column not in frame.columns:
+        raise DataError(
+            f"{config.source}: product_column {config.product_column!r} is not a column; "
+            f"available columns: {', '.join(available)}"
+        )
+    product = config.product_column or (schema.PRODUCT if schema.PRODUCT in frame.columns else None)
+    resolved[schema.PRODUCT] = product
+    return resolved
+
+
+def check_rows(
+    frame: pd.DataFrame, columns: dict[str, str | None], drops: list[Drop]
+) -> dict[int, dict[str, Any]]:
+    """Drop exact duplicates (keeping the first), empty titles, missing categories and bad
+    prices; return the canonical values of every row that passed, by source row."""
+    first_seen: dict[Any, int] = {}
+    fields: dict[int, dict[str, Any]] = {}
+    records = frame.to_dict("records")
+    for row, record in enumerate(records):
+        key = tuple(_hashable(v) for v in record.values())
+        if key in first_seen:
+            drops.append(
+                Drop(row, schema.DUPLICATE_ROW, f"same values as source row {first_seen[key]}")
+            )
+            continue
+        first_seen[key] = row
+        title = _text(record[columns[schema.TITLE]])
+        if not title:
+            drops.append(Drop(row, schema.EMPTY_TITLE, f"{columns[schema.TITLE]} is empty"))
+            continue
+        category = _text(record[columns[schema.CATEGORY]])
+        if not category:
+            drops.append(Drop(row, schema.MISSING_CATEGORY, f"{columns[schema.CATEGORY]} is empty"))
+            continue
+        try:
+            price = parse_price(record[columns[schema.PRICE]])
+        except PriceError as exc:
+            drops.append(Drop(row, exc.reason, f"{columns[schema.PRICE]}: {exc.detail}"))
+            continue
+        product_column = columns[schema.PRODUCT]
+        product = _text(record[product_column]) if product_column else None
+        fields[row] = {
+            schema.TITLE: title,
+            schema.CATEGORY: category,
+            schema.PRICE: price,
+            schema.PRODUCT: product or f"row-{row}",
+        }
+    return fields
+
+
+def image_ref(value: Any, table: SourceTable) -> ImageRef | Drop:
+    """What to fetch or read for one image cell (URL, path, HF Image dict, bytes, PIL)."""
+    if isinstance(value, Image.Image):
+        digest = hashlib.sha256(value.tobytes() + f"{value.mode}{value.size}".encode()).hexdigest()
+        return ImageRef(f"pil:{digest}", "pil", "<PIL image>", value)
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data:
+            digest = hashlib.sha256(data).hexdigest()
+            return ImageRef(f"sha256:{digest}", "bytes", path or "<embedded bytes>", bytes(data))
+        value = path
+    if isinstance(value, (bytes, bytearray)) and value:
+        digest = hashlib.sha256(value).hexdigest()
+        return ImageRef(f"sha256:{digest}", "bytes", "<embedded bytes>", bytes(value))
+    text = _text(value)
+    if not text:
+        return Drop(-1, schema.MISSING_IMAGE, "image value is empty")
+    if not isinstance(value, str):
+        return Drop(-1, schema.INVALID_IMAGE, f"unsupported image value of type {type(value)}")
+    scheme = text.split(":", 1)[0].lower() if "://" in text else ""
+    if scheme in ("http", "https"):
+        return ImageRef(f"url:{text}", "url", text, text)
+    if scheme:
+        return Drop(-1, schema.REFUSED_URL, f"{text}: only http(s) URLs and local paths")
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        if table.base_dir is None:
+            return Drop(-1, schema.MISSING_IMAGE, f"{text}: relative path with no source folder")
+        path = table.base_dir / path
+    try:
+        stat = path.stat()
+    except OSError:
+        return Drop(-1, schema.MISSING_IMAGE, f"{path}: file not found")
+    if not path.is_file():
+        return Drop(-1, schema.MISSING_IMAGE, f"{path}: not a file")
+    key = f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return ImageRef(key, "file", text, path)
+
+
+def process_images(
+    refs: dict[str, ImageRef], config: PrepareConfig, out: Path, show_progress: bool
+) -> dict[str, dict[str, Any] | Drop]:
+    """Result per distinct image: the journal entry of the stored file, or why it failed."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    images_dir = out / IMAGES_DIR
+    settings = f"{config.max_image_side}:{config.max_image_pixels}"
+    tag = hashlib.sha1(settings.encode()).hexdigest()[:12]
+    results: dict[str, dict[str, Any] | Drop] = {}
+    with ImageJournal(out / CACHE_DIR / f"images-{tag}.jsonl", images_dir) as journal:
+        todo = []
+        for key, ref in refs.items():
+            entry = journal.get(key)
+            if entry is not None:
+                results[key] = entry
+            else:
+                todo.append(ref)
+        urls = [r for r in todo if r.kind == "url"]
+        local = [r for r in todo if r.kind != "url"]
+        progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not show_progress,
+        )
+
+        def finish(ref: ImageRef, data: bytes) -> dict[str, Any] | Drop:
+            try:
+                image = normalise_image(
+                    data, max_side=config.max_image_side, max_pixels=config.max_image_pixels
+                )
+            except ImageError as exc:
+                return Drop(-1, schema.INVALID_IMAGE, f"{ref.label}: {exc}")
+            entry = {
+                "file": store_image(image, images_dir),
+                "sha256": image.sha256,
+                "width": image.width,
+                "height": image.height,
+            }
+            journal.record(ref.key, entry)
+            return entry
+
+        with progress, ThreadPoolExecutor(config.workers) as pool:
+            if local:
+                task = progress.add_task("images (local)", total=len(local))
+
+                def one_local(ref: ImageRef) -> tuple[str, dict[str, Any] | Drop]:
+                    try:
+                        data = _local_bytes(ref)
+                    except OSError as exc:
+                        return ref.key, Drop(-1, schema.MISSING_IMAGE, f"{ref.label}: {exc}")
+                    return ref.key, finish(ref, data)
+
+                for key, result in pool.map(one_local, local):
+                    results[key] = result
+                    progress.advance(task)
+            if urls:
+                task = progress.add_task("images (download)", total=len(urls))
+                downloaded = asyncio.run(
+                    _download_all(
+                        urls,
+                        config.download_options(),
+                        pool,
+                        finish,
+                        lambda: progress.advance(task),
+                    )
+                )
+                results.update(downloaded)
+    return results
+
+
+async def _download_all(
+    refs: list[ImageRef],
+    options: DownloadOptions,
+    pool: ThreadPoolExecutor,
+    finish: Callable[[ImageRef, bytes], dict[str, Any] | Drop],
+    advance: Callable[[], None],
+) -> dict[str, dict[str, Any] | Drop]:
+    """Fetch and finish every URL, at most `options.concurrency` at a time; a body is held
+    in memory only until its image is validated and stored."""
+    loop = asyncio.get_running_loop()
+    semaphore = asyncio.Semaphore(options.concurrency)
+    results: dict[str, dict[str, Any] | Drop] = {}
+
+    async def one(client: Any, ref: ImageRef) -> None:
+        async with semaphore:
+            try:
+                data = await fetch_bytes(client, ref.value, options)
+            except FetchError as exc:
+                results[ref.key] = Drop(-1, exc.reason, exc.detail)
+            else:
+                results[ref.key] = await loop.run_in_executor(pool, finish, ref, data)
+        advance()
+
+    async with make_client(options) as client:
+        await asyncio.gather(*(one(client, ref) for ref in refs))
+    return results
+
+
+def _local_bytes(ref: ImageRef) -> bytes:
+    if ref.kind == "file":
+        return Path(ref.value).read_bytes()
+    if ref.kind == "bytes":
+        return ref.value
+    buffer = io.BytesIO()
+    ref.value.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build_output_frame(
+    frame: pd.DataFrame,
+    rows: list[int],
+    fields: dict[int, dict[str, Any]],
+    columns: dict[str, str | None],
+) -> pd.DataFrame:
+    """Source columns of the kept rows, canonical columns set, `source_row` added."""
+    kept = frame.iloc[rows].copy()
+    canonical = pd.DataFrame.from_records([fields[r] for r in rows], index=kept.index)
+    for column in canonical.columns:
+        kept[column] = canonical[column]
+    kept[schema.SOURCE_ROW] = np.asarray(rows, dtype=np.int64)
+    kept[schema.PRICE] = kept[schema.PRICE].astype(np.float64)
+    return kept.reset_index(drop=True)
+
+
+def write_splits(kept: pd.DataFrame, split: np.ndarray, out: Path) -> dict[str, str]:
+    """One Arrow schema for all splits (so `datasets` loads them together); atomic writes."""
+    table = pa.Table.from_pandas(_arrow_safe(kept), preserve_index=False)
+    files = {}
+    for name in schema.SPLITS:
+        part = table.filter(pa.array(split == name))
+        target = out / f"{name}.parquet"
+        tmp = target.with_name(f".{target.name}.tmp")
+        pq.write_table(part, tmp)
+        os.replace(tmp, target)
+        files[target.name] = _sha256_file(target)
+    return files
+
+
+def write_dropped(path: Path, drops: Iterable[Drop]) -> None:
+    lines = (
+        json.dumps({"source_row": d.source_row, "reason": d.reason, "detail": d.detail})
+        for d in drops
+    )
+    atomic_write_bytes(path, "".join(f"{line}\n" for line in lines).encode())
+
+
+def _arrow_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns Arrow cannot type (mixed Python objects) become text; None stays null."""
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            frame[column] = [None if _missing(v) else str(v) for v in frame[column]]
+    return frame
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _text(value: Any) -> str:
+    if _missing(value) or value is pd.NA:
+        return ""
+    if isinstance(value, (bytes, bytearray, dict, list, Image.Image)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # a code read as a float from a CSV: 80000003.0 -> 80000003
+    return str(value).strip()
+
+
+def _hashable(value: Any) -> Any:
+    if _missing(value) or value is pd.NA:
+        return None
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (bytes, bytearray)):
+        return ("bytes", hashlib.sha1(value).hexdigest())
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, Image.Image):
+        return ("pil", hashlib.sha1(value.tobytes()).hexdigest())
+    return value

@@ -1,0 +1,59 @@
+"""Price parsing: formatted strings and numbers become floats; junk raises with a reason."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vistune.data import schema
+from vistune.data.prices import PriceError, parse_price
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("$1,290.00", 1290.0),
+        ("1290", 1290.0),
+        (1290.0, 1290.0),
+        (1290, 1290.0),
+        ("1.290,00 €", 1290.0),
+        ("USD 1 290", 1290.0),
+        ("1,290", 1290.0),
+        ("12,5", 12.5),
+        ("0.125", 0.125),
+        ("1,234,567.89", 1234567.89),
+        ("  €49.99 ", 49.99),
+        ("0", 0.0),
+    ],
+)
+def test_parses_formatted_prices(value, expected) -> None:
+    assert parse_price(value) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("N/A", schema.NON_NUMERIC_PRICE),
+        ("call for price", schema.NON_NUMERIC_PRICE),
+        ("1,29,0.5.5", schema.NON_NUMERIC_PRICE),
+        (True, schema.NON_NUMERIC_PRICE),
+        (float("inf"), schema.NON_NUMERIC_PRICE),
+        ("-590.00", schema.NEGATIVE_PRICE),
+        (-3, schema.NEGATIVE_PRICE),
+        ("", schema.MISSING_PRICE),
+        (None, schema.MISSING_PRICE),
+        (float("nan"), schema.MISSING_PRICE),
+    ],
+)
+def test_rejects_with_reason(value, reason) -> None:
+    with pytest.raises(PriceError) as info:
+        parse_price(value)
+    assert info.value.reason == reason
+
+
+@given(st.decimals(min_value=0, max_value=10**7, places=2, allow_nan=False))
+def test_round_trips_usd_formatting(amount) -> None:
+    value = float(amount)
+    assert parse_price(f"${value:,.2f}") == pytest.approx(value)
+    assert parse_price(f"{value:.2f}") == pytest.approx(value)
