@@ -25,6 +25,7 @@ from transformers import BatchFeature, PreTrainedTokenizerBase, PreTrainedTokeni
 from transformers.processing_utils import ProcessorMixin
 
 from vistune.models.phi3v.image_processing_phi3v import Phi3VImageProcessor
+from vistune.models.phi3v.modeling_phi3v import image_token_mask
 
 IMAGE_TOKEN = "<|image|>"
 #: `<|image|>` in the official Phi-3-vision tokenizer (vLLM and SGLang hard-code it too).
@@ -44,11 +45,6 @@ CHAT_TEMPLATE = (
 )
 
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
-
-
-def image_token_mask(input_ids: torch.Tensor, image_token_id: int) -> torch.Tensor:
-    """Bool mask of image positions: the `<|image|>` id or the official negative ids."""
-    return (input_ids == image_token_id) | (input_ids < 0)
 
 
 class Phi3VProcessor(ProcessorMixin):
