@@ -297,6 +297,10 @@ def test_official_style_folder_loads_without_remote_code(
     got = loaded.eval()(input_ids=ids, pixel_values=pixels, image_sizes=sizes).logits
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
+    eager = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")
+    assert eager.config._attn_implementation == "eager"
+    assert eager.config.vision_config._attn_implementation == "eager"
+
     loaded.save_pretrained(tmp_path / "export")
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert "auto_map" not in config
