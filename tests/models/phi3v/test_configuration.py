@@ -123,3 +123,16 @@ def test_longrope_spelling_of_phi35_also_reads() -> None:
     config = Phi3VConfig.from_dict(raw)
     assert config.rope_parameters["rope_type"] == "longrope"
     assert config.rope_parameters["original_max_position_embeddings"] == 4096
+
+
+def test_register_is_idempotent_and_covers_the_auto_classes() -> None:
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
+
+    from vistune.models.phi3v import Phi3VForCausalLM, Phi3VModel, register
+
+    register()
+    register()  # a second call (e.g. importing vistune twice via plugins) must not fail
+    assert AutoConfig.for_model("phi3_v").__class__ is Phi3VConfig
+    assert AutoModelForCausalLM._model_mapping[Phi3VConfig] is Phi3VForCausalLM
+    assert AutoModelForImageTextToText._model_mapping[Phi3VConfig] is Phi3VForCausalLM
+    assert AutoModel._model_mapping[Phi3VConfig] is Phi3VModel
