@@ -6,6 +6,7 @@ loaded model in production), so the HTTP layer is independent of how the model i
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -90,8 +91,8 @@ def create_app(
         started = time.perf_counter()
         require_token(request)  # before a byte of the body is read
         data = await read_image_field(request, config.max_upload_bytes)
-        try:
-            image = decode_image(data, max_pixels=config.max_image_pixels)
+        try:  # decoding is CPU work: keep it off the event loop
+            image = await asyncio.to_thread(decode_image, data, max_pixels=config.max_image_pixels)
         except UploadRejectedError as exc:
             raise HTTPException(exc.status_code, exc.detail) from exc
         try:

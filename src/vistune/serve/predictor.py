@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE, parse_answer
-from vistune.config import read_yaml
 from vistune.models.base import VisionLanguageModel
-
-#: Generation length when neither the run's config nor the user gives one.
-DEFAULT_MAX_NEW_TOKENS = 64
 
 
 @dataclass(frozen=True)
@@ -37,7 +32,7 @@ class Predictor:
 
     vlm: VisionLanguageModel
     question: str = DEFAULT_QUESTION
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    max_new_tokens: int = 64
     answer_template: str = DEFAULT_TEMPLATE
 
     def __call__(self, images: Sequence[Image.Image]) -> list[Prediction]:
@@ -56,23 +51,3 @@ def to_prediction(raw: str, template: str = DEFAULT_TEMPLATE) -> Prediction:
         raw=raw,
         error=parsed.error,
     )
-
-
-def run_prompt_settings(model: str) -> dict[str, Any]:
-    """The question, answer format and length a run was trained with, when `model` is a run dir.
-
-    A run dir holds the resolved training config (`config.yaml`); serving with the same
-    question the model was trained on matters more than any other knob.
-    """
-    config_path = Path(model) / "config.yaml"
-    if not config_path.is_file():
-        return {}
-    data = read_yaml(config_path)
-    settings: dict[str, Any] = {}
-    if isinstance(data.get("question"), str):
-        settings["question"] = data["question"]
-    if isinstance(data.get("answer_template"), str):
-        settings["answer_template"] = data["answer_template"]
-    if isinstance(data.get("max_answer_tokens"), int):
-        settings["max_new_tokens"] = data["max_answer_tokens"]
-    return settings

@@ -13,34 +13,37 @@ from typing import Any
 from rich.console import Console
 
 from vistune.serve.config import ServeConfig
-from vistune.serve.predictor import DEFAULT_MAX_NEW_TOKENS, Predictor, run_prompt_settings
+from vistune.serve.predictor import Predictor
 
 
 def load_predictor(config: ServeConfig) -> Predictor:
-    """Load the model on the configured device with the run's question and answer length."""
+    """Load the model on the configured device with the question and answer format it was
+    trained with (read from the run's config.yaml, as `vistune evaluate` does)."""
     import torch
 
-    from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE
+    from vistune.evaluation.runner import resolve_prompt_settings
     from vistune.models.families import load_vlm
 
+    settings = resolve_prompt_settings(
+        config.model,
+        question=config.question,
+        answer_template=config.answer_template,
+        max_new_tokens=config.max_new_tokens,
+        num_crops=config.num_crops,
+    )
     cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
     vlm = load_vlm(
         config.model,
         dtype=torch.bfloat16 if cuda else torch.float32,
         device_map={"": 0} if cuda else None,
-        num_crops=config.num_crops,
+        num_crops=settings["num_crops"],
     )
     vlm.model.eval()
-    from_run = run_prompt_settings(config.model)
     return Predictor(
         vlm,
-        question=config.question or from_run.get("question", DEFAULT_QUESTION),
-        answer_template=(
-            config.answer_template or from_run.get("answer_template", DEFAULT_TEMPLATE)
-        ),
-        max_new_tokens=(
-            config.max_new_tokens or from_run.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
-        ),
+        question=settings["question"],
+        answer_template=settings["answer_template"],
+        max_new_tokens=settings["max_new_tokens"],
     )
 
 

@@ -11,10 +11,11 @@ import io
 import json
 from typing import Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-#: Formats the server decodes; anything else is refused before a decoder runs.
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+from vistune.data.images import ALLOWED_FORMATS, normalise_image
+from vistune.errors import ImageError
+
 #: Room for multipart boundaries and headers on top of the image itself.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -31,31 +32,35 @@ class UploadRejectedError(Exception):
 def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """Decode an uploaded file into an RGB image, or raise UploadRejectedError (413/415/400).
 
-    The pixel count is checked from the header before any pixel data is decoded, so a
-    decompression bomb costs nothing. EXIF orientation is applied as the photo was shot.
+    The format and pixel count are read from the header first (a decompression bomb costs
+    nothing and gets 413, a non-image gets 415); then the image goes through
+    `vistune.data.images.normalise_image`, the checks and normalisation `prepare` applied to
+    the training images (full decode, EXIF orientation, RGB with transparency on white,
+    longest side capped), so the model sees uploads as it saw its training data.
     """
     if not data:
         raise UploadRejectedError(400, "the uploaded file is empty")
+    formats = ", ".join(sorted(ALLOWED_FORMATS))
     try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        header = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise UploadRejectedError(413, f"image too large: {exc}") from exc
     except UnidentifiedImageError as exc:
+        raise UploadRejectedError(415, f"not an image this server reads ({formats})") from exc
+    with header:
+        width, height = header.size
+        if header.format not in ALLOWED_FORMATS:
+            raise UploadRejectedError(415, f"{header.format} images are not accepted ({formats})")
+    if width * height > max_pixels:
         raise UploadRejectedError(
-            415, f"not an image this server reads ({', '.join(ACCEPTED_FORMATS)})"
-        ) from exc
-    with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise UploadRejectedError(
-                413, f"image has {width}x{height} pixels, more than the limit of {max_pixels:,}"
-            )
-        try:
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            return upright.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt pixel data
-            raise UploadRejectedError(400, f"the image could not be decoded: {exc}") from exc
+            413, f"image has {width}x{height} pixels, more than the limit of {max_pixels:,}"
+        )
+    try:
+        normalised = normalise_image(data, max_pixels=max_pixels)
+    except ImageError as exc:  # truncated or corrupt pixel data
+        raise UploadRejectedError(400, f"the image could not be decoded: {exc}") from exc
+    with Image.open(io.BytesIO(normalised.data)) as image:
+        return image.convert("RGB")
 
 
 class _BodyTooLargeError(Exception):
