@@ -576,6 +576,11 @@ def test_lora_trains_a_step() -> None:
         optimizer.zero_grad()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+    # the frozen base weights did not move; only the adapters did
+    for name, param in lora.named_parameters():
+        if "lora_" not in name:
+            original = name.removeprefix("base_model.model.").replace(".base_layer", "")
+            assert torch.equal(param, base[original]), name
     merged = lora.merge_and_unload()
     changed = [n for n, p in merged.named_parameters() if not torch.equal(p, base[n])]
     assert changed and all(
