@@ -243,3 +243,94 @@ def test_native_folder_copy_loads(tiny_native_dir, tmp_path):
     assert vlm.family.end_of_turn_id(
         vlm.processor
     ) == vlm.processor.tokenizer.convert_tokens_to_ids("<|end|>")
+
+
+@pytest.fixture(scope="module")
+def tiny_idefics3_dir(tmp_path_factory) -> Path:
+    """A third architecture (Idefics3/SmolVLM: image splitting, pixel_attention_mask) that
+    NativeFamily must drive with no code of its own."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import (
+        Idefics3ImageProcessorPil,
+    )
+
+    from vistune.models.tiny import train_tokenizer
+
+    grid = [f"<row_{r}_col_{c}>" for r in range(1, 4) for c in range(1, 4)]
+    specials = [
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<|endoftext|>",
+        "<end_of_utterance>",
+        "<image>",
+        "<fake_token_around_image>",
+        "<global-img>",
+        *grid,
+    ]
+    tokenizer = train_tokenizer(["User: Assistant:", *ANSWERS], special_tokens=specials)
+    template = (
+        "<|im_start|>{% for message in messages %}{{ message['role'] | capitalize }}: "
+        "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+        "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}"
+        "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+    )
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": 64}, max_image_size={"longest_edge": 32}, do_image_splitting=True
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=template,
+        image_seq_len=4,
+    )
+    pad = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = Idefics3Config(
+        text_config={
+            "model_type": "llama",
+            "vocab_size": 576,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "pad_token_id": pad,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=2,
+        pad_token_id=pad,
+    )
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-idefics3")
+    Idefics3ForConditionalGeneration(config).save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def test_native_family_drives_a_third_architecture(tiny_idefics3_dir):
+    vlm = load_vlm(str(tiny_idefics3_dir))
+    assert isinstance(vlm.family, NativeFamily)
+    tokenizer = vlm.processor.tokenizer
+    end_id = tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    assert vlm.family.end_of_turn_id(vlm.processor) == end_id
+    batch = vlm.collate(_images(), QUESTIONS, ANSWERS)
+    for i, answer in enumerate(ANSWERS):
+        labels = batch["labels"][i]
+        assert tokenizer.decode(labels[labels != IGNORE_INDEX]) == answer + "<end_of_utterance>"
+    with torch.no_grad():
+        assert torch.isfinite(vlm.model(**batch).loss)
+    images = _images()
+    batched = vlm.generate(images, QUESTIONS, max_new_tokens=4)
+    single = [
+        vlm.generate([im], [q], max_new_tokens=4)[0]
+        for im, q in zip(images, QUESTIONS, strict=True)
+    ]
+    assert batched == single
