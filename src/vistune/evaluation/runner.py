@@ -273,8 +273,17 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
 
     from vistune.evaluation.report import HEADLINE_ROWS, headline_columns
 
-    columns = [(t, m) for t, m in headline_columns(summary) if "parsed rows only" not in t]
-    table = Table(title=f"{summary['run']['split']} split, {summary['metrics']['n']} products")
+    short = {
+        "blank image (ablation)": "blank img",
+        "global median price": "median $",
+        "category median price": "cat. median $",
+        "most frequent category": "top cat.",
+    }
+    columns = [
+        (short.get(t, t), m) for t, m in headline_columns(summary) if "parsed rows only" not in t
+    ]
+    title = f"{summary['run']['split']} split, {summary['metrics']['n']} products"
+    table = Table(title=title, caption="baselines fitted on train; see report.html")
     table.add_column("metric")
     for title, _ in columns:
         table.add_column(title, justify="right")
