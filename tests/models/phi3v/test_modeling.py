@@ -343,14 +343,16 @@ def test_official_negative_ids_give_same_logits_and_are_not_mutated(
 
 
 @torch.no_grad()
-def test_placeholder_count_mismatch_is_a_clear_error(model: Phi3VForCausalLM) -> None:
+def test_inconsistent_inputs_give_clear_errors(model: Phi3VForCausalLM) -> None:
     pixels, sizes = batch_images(GRIDS[:1])
-    too_few = torch.tensor([ROWS[0][:-5]]).masked_fill(torch.tensor([ROWS[0][:-5]]) == 7, 5)
     short = torch.tensor([[1, 5, *[IMAGE] * (n_image_tokens(2, 1) - 1), 7]])
     with pytest.raises(ModelError, match=r"placeholder tokens but the 1 image"):
         model(input_ids=short, pixel_values=pixels, image_sizes=sizes)
+    negative = torch.tensor([ROWS[0]]).masked_fill(torch.tensor([ROWS[0]]) == IMAGE, -1)
+    with pytest.raises(ModelError, match="labels hold negative ids"):
+        model(input_ids=negative, pixel_values=pixels, image_sizes=sizes, labels=negative)
     with pytest.raises(ModelError, match="no pixel_values"):
-        model(input_ids=too_few)
+        model(input_ids=torch.tensor([ROWS[0]]))  # placeholders but no image
     with pytest.raises(ModelError, match="multiples of the crop size"):
         model(
             input_ids=torch.tensor([ROWS[0]]),

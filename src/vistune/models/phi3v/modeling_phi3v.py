@@ -332,6 +332,11 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states)
         loss = None
         if labels is not None:
+            if ((labels < 0) & (labels != -100)).any():
+                raise ModelError(
+                    "labels hold negative ids other than -100 (the official processor's image "
+                    "placeholders?); set labels to -100 at image positions."
+                )
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
             )
