@@ -235,6 +235,15 @@ def test_load_vlm_errors_are_clear(tmp_path, monkeypatch):
         load_vlm(str(tmp_path / "empty"))
 
 
+def test_pickle_only_weights_are_refused(tiny_phi3v_dir, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_phi3v_dir, folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelError, match="safetensors"):
+        load_vlm(str(folder))
+
+
 def test_native_folder_copy_loads(tiny_native_dir, tmp_path):
     copy = tmp_path / "native"
     shutil.copytree(tiny_native_dir, copy)

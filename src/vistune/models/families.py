@@ -206,7 +206,11 @@ class Phi3VFamily(ModelFamily):
         from vistune.models.phi3v import Phi3VForCausalLM
 
         return Phi3VForCausalLM.from_pretrained(
-            folder, dtype=dtype, device_map=device_map, quantization_config=quantization_config
+            folder,
+            dtype=dtype,
+            device_map=device_map,
+            quantization_config=quantization_config,
+            use_safetensors=True,  # never unpickle weights
         )
 
     def load_processor(
@@ -357,6 +361,7 @@ class NativeFamily(ModelFamily):
             device_map=device_map,
             quantization_config=quantization_config,
             trust_remote_code=False,
+            use_safetensors=True,  # never unpickle weights
         )
 
     def load_processor(
@@ -550,7 +555,10 @@ def _snapshot(repo_id: str) -> Path:
             else "check the id, your network and `hf auth login` for gated models, or pass a"
             " local folder"
         )
-        raise ModelError(f"model {repo_id!r} could not be fetched: {hint} ({err})") from err
+        raise ModelError(
+            f"model {repo_id!r} is not a local folder and could not be fetched as a hub id: {hint}"
+            f" ({err})"
+        ) from err
     if not any(folder.glob("*.safetensors")):
         raise ModelError(
             f"model {repo_id!r} has no .safetensors weights; vistune never loads pickled weights"
@@ -607,7 +615,13 @@ def load_vlm(
             " adapter folder, a training run dir (with final/), 'tiny' or a hub id"
         )
     family = family_for(_read_json(config_file))
-    vlm = family.load(folder, **load_kwargs)
+    try:
+        vlm = family.load(folder, **load_kwargs)
+    except OSError as err:  # missing weights, pickles only, unreadable files
+        raise ModelError(
+            f"{folder}: cannot load the model ({err}); vistune needs config.json, *.safetensors"
+            " weights and the processor/tokenizer files in one folder"
+        ) from err
     vlm.source = str(source)
     return vlm
 
