@@ -12,6 +12,8 @@ from PIL import Image
 from vistune.data.images import normalise_image, store_image
 from vistune.errors import ImageError
 
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
     buffer = io.BytesIO()

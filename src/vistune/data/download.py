@@ -63,6 +63,9 @@ class FetchError(Exception):
         self.detail = detail
         self.retryable = retryable
 
+    def __str__(self) -> str:
+        return self.detail
+
 
 def is_public_address(address: str) -> bool:
     """True if `address` is a globally routable unicast IP (after unwrapping IPv4-mapped)."""

@@ -382,6 +382,8 @@ def process_images(
     settings = f"{config.max_image_side}:{config.max_image_pixels}"
     tag = hashlib.sha1(settings.encode()).hexdigest()[:12]
     results: dict[str, dict[str, Any] | Drop] = {}
+    for stale in images_dir.glob(".*.tmp"):  # half-written files of an interrupted run
+        stale.unlink(missing_ok=True)
     with ImageJournal(out / CACHE_DIR / f"images-{tag}.jsonl", images_dir) as journal:
         todo = []
         for key, ref in refs.items():
