@@ -96,6 +96,22 @@ def test_explicit_tiny_vision_config() -> None:
     assert config.vision_feature_layers == 2
 
 
+def test_image_sizes_default_to_the_vision_tower() -> None:
+    config = Phi3VConfig(
+        hidden_size=32,
+        num_attention_heads=4,
+        vision_config={
+            "hidden_size": 16,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 4,
+        },
+    )
+    assert config.img_processor["image_dim_out"] == 16
+    assert config.img_processor["num_img_tokens"] == 16  # (32 / 4 / 2) ** 2
+    assert config.img_processor["layer_idx"] == -2
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -54,11 +54,13 @@ DEFAULT_EMBD_LAYER: dict[str, Any] = {
     "with_learnable_separator": True,
 }
 
+#: `image_dim_out` and `num_img_tokens` default to what the vision tower gives (1024 and 144
+#: for the released models).
 DEFAULT_IMG_PROCESSOR: dict[str, Any] = {
-    "image_dim_out": 1024,
     "model_name": "openai/clip-vit-large-patch14-336",
     "name": "clip_vision_model",
-    "num_img_tokens": 144,
+    "layer_idx": -2,
+    "type_feature": "patch",
 }
 
 
@@ -119,12 +121,12 @@ class Phi3VConfig(Phi3Config):
 
         self.embd_layer = {**DEFAULT_EMBD_LAYER, **(self.embd_layer or {})}
         img_processor = {**DEFAULT_IMG_PROCESSOR, **(self.img_processor or {})}
-        img_processor.setdefault("layer_idx", -2)
-        img_processor.setdefault("type_feature", "patch")
-        self.img_processor = img_processor
         if self.vision_config is None:
             self.vision_config = self._vision_config_for(img_processor["model_name"])
-        super().__post_init__(**kwargs)
+        super().__post_init__(**kwargs)  # builds the CLIPVisionConfig
+        img_processor.setdefault("image_dim_out", self.vision_config.hidden_size)
+        img_processor.setdefault("num_img_tokens", self.tokens_per_crop)
+        self.img_processor = img_processor
         self._check_image_embedding()
 
     @staticmethod
