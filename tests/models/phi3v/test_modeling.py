@@ -166,6 +166,29 @@ def test_image_embedding_matches_reference(model: Phi3VForCausalLM) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@torch.no_grad()
+@pytest.mark.parametrize(("grid", "expected"), [((4, 4), 2509), ((2, 2), 757), ((1, 3), 601)])
+def test_released_crop_geometry_gives_the_released_token_counts(grid, expected) -> None:
+    """336-px crops, 14-px patches (a narrow tower, the released geometry): 144 tokens/crop."""
+    config = tiny_config(
+        img_processor={"image_dim_out": 8, "model_name": "t"},
+        vision_config={
+            "hidden_size": 8,
+            "intermediate_size": 8,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 1,
+            "image_size": 336,
+            "patch_size": 14,
+        },
+    )
+    assert config.tokens_per_crop == 144
+    embed = Phi3VForCausalLM(config).model.vision_embed_tokens.eval()
+    rows, cols = grid
+    pixels = torch.randn(1, 17, 3, 336, 336)
+    features = embed(pixels, torch.tensor([[rows * 336, cols * 336]]))
+    assert features.shape == (expected, 32)
+
+
 def official_key_names(config: Phi3VConfig) -> set[str]:
     """Key names of the released checkpoint layout, written out independently of the model."""
     keys = {"lm_head.weight", "model.embed_tokens.weight", "model.norm.weight"}
