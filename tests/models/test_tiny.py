@@ -43,6 +43,8 @@ def test_tiny_phi3v_has_the_official_layout(tiny_phi3v_dir: Path):
     assert config["image_token_id"] == added["<|image|>"]
     assert config["vocab_size"] >= len(tokenizer["model"]["vocab"])
 
+    tokenizer_config = json.loads((tiny_phi3v_dir / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"  # readable by 4.x too
     generation = json.loads((tiny_phi3v_dir / "generation_config.json").read_text())
     assert added["<|end|>"] in generation["eos_token_id"]
 

@@ -153,6 +153,10 @@ def test_official_folder_loads_offline_and_round_trips(processor, tmp_path):
     loaded.save_pretrained(saved)
     written = json.loads((saved / "preprocessor_config.json").read_text())
     assert "auto_map" not in written and written["num_crops"] == 4
+    # the released tokenizer class survives (transformers 5 alone would write TokenizersBackend)
+    assert json.loads((saved / "tokenizer_config.json").read_text())["tokenizer_class"] == (
+        "LlamaTokenizer"
+    )
     assert (saved / "tokenizer.json").is_file() and (saved / "chat_template.jinja").is_file()
     again = Phi3VProcessor.from_pretrained(saved, num_crops=1)
     assert again.image_processor.num_crops == 1

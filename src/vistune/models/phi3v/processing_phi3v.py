@@ -13,6 +13,7 @@ and so on (the order in which the model consumes them).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ class Phi3VProcessor(ProcessorMixin):
         self.pad_token_id = self._token_id(tokenizer.pad_token or PAD_TOKEN, "pad token")
         self.bos_token_id = tokenizer.bos_token_id
         self.end_token_id = self._token_id(END_TOKEN, "end-of-turn token")
+        #: `tokenizer_class` written to tokenizer_config.json by `save_pretrained`.
+        self.declared_tokenizer_class = "PreTrainedTokenizerFast"
 
     # -- token ids ---------------------------------------------------------------------------
     def _token_id(self, token: str, what: str) -> int:
@@ -212,10 +215,17 @@ class Phi3VProcessor(ProcessorMixin):
             pretrained_model_name_or_path, **hub_kwargs
         )
         chat_template = None
-        template_file = Path(pretrained_model_name_or_path) / CHAT_TEMPLATE_FILE
+        folder = Path(pretrained_model_name_or_path)
+        template_file = folder / CHAT_TEMPLATE_FILE
         if template_file.is_file():
             chat_template = template_file.read_text(encoding="utf-8")
-        return cls(image_processor, tokenizer, chat_template, image_token_id=image_token_id)
+        processor = cls(image_processor, tokenizer, chat_template, image_token_id=image_token_id)
+        config_file = folder / "tokenizer_config.json"
+        if config_file.is_file():
+            declared = json.loads(config_file.read_text(encoding="utf-8")).get("tokenizer_class")
+            if declared and declared != "TokenizersBackend":
+                processor.declared_tokenizer_class = declared
+        return processor
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
         """Write `preprocessor_config.json`, the tokenizer files and `chat_template.jinja`."""
@@ -223,6 +233,13 @@ class Phi3VProcessor(ProcessorMixin):
         out.mkdir(parents=True, exist_ok=True)
         self.image_processor.save_pretrained(out)
         self.tokenizer.save_pretrained(out)
+        # transformers 5 writes "TokenizersBackend", a name older readers (the official
+        # remote processor, vLLM on transformers 4.x) do not know: keep the source's class
+        # ("LlamaTokenizer" for the released models) or the portable fast-tokenizer name.
+        config_file = out / "tokenizer_config.json"
+        tokenizer_config = json.loads(config_file.read_text(encoding="utf-8"))
+        tokenizer_config["tokenizer_class"] = self.declared_tokenizer_class
+        config_file.write_text(json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8")
         (out / CHAT_TEMPLATE_FILE).write_text(self.chat_template, encoding="utf-8")
         return [str(out / "preprocessor_config.json"), str(out / CHAT_TEMPLATE_FILE)]
 
