@@ -1,0 +1,268 @@
+"""`vistune demo`: the whole pipeline on a laptop CPU in minutes, with nothing to download.
+
+    synthetic catalog -> prepare -> train the tiny Phi-3-vision -> evaluate on held-out
+    products (baselines, blank-image ablation, report.html, W&B offline run) -> summary
+
+Every stage is the real one (`generate_catalog`, `prepare_dataset`, `run_training` with the
+shipped `configs/tiny-demo.yaml`, `run_evaluation`); the demo only chooses small sizes and
+puts the outputs side by side under one folder:
+
+    OUT/catalog/   the synthetic catalog (catalog.parquet + images/)
+    OUT/data/      the prepared dataset dir (train/validation/test.parquet, manifest.json)
+    OUT/run/       the training run (config.yaml, final/, wandb/)
+    OUT/eval/      the evaluation (metrics.json, predictions.parquet, report.html, wandb/)
+    OUT/demo.json  the headline numbers and how long each stage took
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.resources import as_file, files
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field
+from rich.console import Console
+from rich.table import Table
+
+from vistune.config import VistuneConfig
+from vistune.errors import ConfigError
+
+#: The shipped recipe the demo trains with (configs/tiny-demo.yaml in the source tree).
+DEMO_RECIPE = "tiny-demo.yaml"
+#: Written first into OUT; a folder holding it may be cleared by the next demo run.
+MARKER = "demo.yaml"
+STAGE_DIRS = ("catalog", "data", "run", "eval")
+
+T = TypeVar("T")
+
+
+class DemoConfig(VistuneConfig):
+    """Options of `vistune demo`; saved as `OUT/demo.yaml`."""
+
+    out: Path = Path("vistune-demo")
+    rows: int = Field(3040, ge=100, description="Products in the synthetic catalog.")
+    steps: int | None = Field(None, ge=1, description="Training steps (default: the recipe's).")
+    seed: int = 0
+    image_size: int = Field(128, ge=32, description="Pixels of the rendered product photos.")
+    recipe: str = Field(DEMO_RECIPE, description="A shipped config name or a YAML path.")
+    train_overrides: list[str] = Field(default_factory=list)
+    eval_batch_size: int = Field(64, ge=1)
+
+
+@dataclass
+class DemoResult:
+    """Where everything went and the numbers the summary table shows."""
+
+    out: Path
+    data_dir: Path
+    run_dir: Path
+    eval_dir: Path
+    report_path: Path
+    metrics: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    ablation: dict[str, Any] | None
+    wandb_runs: list[Path]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def shipped_config(name: str) -> Any:
+    """A recipe from the package's `configs/` (the same files as the repository's `configs/`)."""
+    resource = files("vistune") / "configs" / name
+    if not resource.is_file():
+        available = sorted(p.name for p in (files("vistune") / "configs").iterdir())
+        raise ConfigError(f"no shipped config {name!r}; available: {', '.join(available)}")
+    return resource
+
+
+def load_train_config(config: DemoConfig, data_dir: Path, run_dir: Path) -> Any:
+    """The training config: the demo recipe with the demo's data, output, steps and seed."""
+    from vistune.training.config import TrainConfig
+
+    explicit = {"data": data_dir, "output": run_dir, "max_steps": config.steps, "seed": config.seed}
+    recipe = Path(config.recipe)
+    if recipe.suffix in (".yaml", ".yml") and recipe.is_file():
+        return TrainConfig.load(recipe, config.train_overrides, **explicit)
+    with as_file(shipped_config(config.recipe)) as path:
+        return TrainConfig.load(path, config.train_overrides, **explicit)
+
+
+def clear_previous_demo(out: Path) -> None:
+    """Make `out` ready: new, empty, or a previous demo's folder (whose outputs are removed).
+
+    Any other non-empty folder is refused, so the demo never deletes files it did not write.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
+    if not any(out.iterdir()):
+        return
+    if not (out / MARKER).is_file():
+        raise ConfigError(
+            f"--out {out}: folder is not empty and holds no {MARKER} from an earlier demo; "
+            "choose another --out (the demo only replaces its own outputs)"
+        )
+    for name in STAGE_DIRS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    (out / "demo.json").unlink(missing_ok=True)
+
+
+def run_demo(config: DemoConfig, console: Console | None = None) -> DemoResult:
+    """Run every stage; return where the outputs are and the headline numbers."""
+    from vistune.data.prepare import PrepareConfig, prepare_dataset
+    from vistune.data.sample import generate_catalog
+    from vistune.evaluation.runner import EvaluateConfig, run_evaluation
+    from vistune.training.run import run_training
+
+    console = console or Console(stderr=True)
+    out = Path(config.out)
+    catalog_dir, data_dir, run_dir, eval_dir = (out / name for name in STAGE_DIRS)
+    clear_previous_demo(out)
+    config.save(out / MARKER)
+    train_config = load_train_config(config, data_dir, run_dir)  # fail on a bad recipe first
+    seconds: dict[str, float] = {}
+
+    def stage(name: str, title: str, work: Callable[[], T]) -> T:
+        console.rule(f"[bold]{title}")
+        started = time.perf_counter()
+        value = work()
+        seconds[name] = round(time.perf_counter() - started, 1)
+        console.print(f"[dim]{name}: {seconds[name]:.1f} s[/]")
+        return value
+
+    stage(
+        "sample",
+        f"1/4 synthetic catalog: {config.rows:,} products",
+        lambda: generate_catalog(
+            catalog_dir, rows=config.rows, seed=config.seed, image_size=config.image_size
+        ),
+    )
+    stage(
+        "prepare",
+        "2/4 prepare: validate, deduplicate, split by product",
+        lambda: prepare_dataset(
+            PrepareConfig(source=str(catalog_dir), out=data_dir, seed=config.seed)
+        ),
+    )
+    stage(
+        "train",
+        f"3/4 train the tiny Phi-3-vision from scratch ({train_config.max_steps} steps)",
+        lambda: run_training(train_config),
+    )
+    evaluation = stage(
+        "evaluate",
+        "4/4 evaluate on held-out products, with baselines and a blank-image ablation",
+        lambda: run_evaluation(
+            EvaluateConfig(
+                model=str(run_dir),
+                data=data_dir,
+                split="test",
+                out=eval_dir,
+                batch_size=config.eval_batch_size,
+                seed=config.seed,
+                wandb_project=train_config.wandb.project,
+                wandb_name=f"{run_dir.name}-eval",
+            )
+        ),
+    )
+    result = DemoResult(
+        out=out,
+        data_dir=data_dir,
+        run_dir=run_dir,
+        eval_dir=eval_dir,
+        report_path=evaluation.report_path,
+        metrics=evaluation.metrics,
+        baselines=evaluation.baselines,
+        ablation=evaluation.ablation,
+        wandb_runs=find_wandb_runs(out),
+        seconds=seconds,
+    )
+    write_summary(result)
+    return result
+
+
+def find_wandb_runs(out: Path) -> list[Path]:
+    """Local W&B run folders the demo wrote (offline runs, or online runs' local copies)."""
+    return sorted(p for p in out.glob("*/wandb/*run-*") if p.is_dir())
+
+
+def write_summary(result: DemoResult) -> Path:
+    path = result.out / "demo.json"
+    summary = {
+        "metrics": result.metrics,
+        "baselines": result.baselines,
+        "ablation": result.ablation,
+        "seconds": result.seconds,
+        "report": str(result.report_path),
+        "wandb_runs": [str(p) for p in result.wandb_runs],
+    }
+    path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return path
+
+
+def _fmt(value: Any, kind: str) -> str:
+    if value is None:
+        return "–"
+    if kind == "price":
+        return f"${value:,.0f}"
+    return f"{value:.3f}"
+
+
+#: (row label, where its numbers come from) in the order the table shows them.
+COLUMNS = (
+    ("parse rate", "parse_rate", "ratio"),
+    ("price MAPE ↓", "price_mape", "ratio"),
+    ("price within 10 %", "price_within_10pct", "ratio"),
+    ("price MAE ↓", "price_mae", "price"),
+    ("category acc.", "category_accuracy", "ratio"),
+    ("title exact", "title_exact", "ratio"),
+)
+
+
+def summary_table(result: DemoResult) -> Table:
+    """Model vs baselines vs blank-image ablation on the held-out products."""
+    n = result.metrics.get("n")
+    table = Table(title=f"vistune demo: held-out test products (n={n})", title_justify="left")
+    table.add_column("predictor")
+    for label, _, _ in COLUMNS:
+        table.add_column(label, justify="right")
+    rows: list[tuple[str, dict[str, Any]]] = [("tiny Phi-3-vision, fine-tuned", result.metrics)]
+    if result.ablation is not None:
+        rows.append(("same model, blank grey image", result.ablation))
+    names = {
+        "category_median_price": "median price of the true category",
+        "global_median_price": "global median price",
+        "most_frequent_category": "most frequent category",
+    }
+    for key, label in names.items():
+        if key in result.baselines:
+            rows.append((label, result.baselines[key]))
+    for label, values in rows:
+        table.add_row(label, *(_fmt(values.get(key), kind) for _, key, kind in COLUMNS))
+    return table
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    console.print()
+    console.print(summary_table(result))
+    total = sum(result.seconds.values())
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.seconds.items())
+    console.print(f"[dim]took {total:.0f} s ({stages})[/]")
+    console.print()
+    console.print(f"report      {result.report_path}")
+    console.print(f"model       {result.run_dir / 'final'}")
+    console.print(f"predictions {result.eval_dir / 'predictions.parquet'}")
+    offline = [p for p in result.wandb_runs if p.name.startswith("offline-run-")]
+    for run in result.wandb_runs:
+        console.print(f"W&B run     {run}")
+    if offline:
+        console.print(
+            "upload the offline W&B runs (after `wandb login`): "
+            f"wandb sync {' '.join(str(p) for p in offline)}"
+        )
+    console.print(f"serve it    vistune serve {result.run_dir}")
