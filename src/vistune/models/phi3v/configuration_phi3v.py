@@ -12,7 +12,9 @@ flash_attention_2`. This config reads that file as is, so no remote code is need
   model can be built offline. Tiny test models pass an explicit small `vision_config`;
 - `flash_attention_2` in the file falls back to sdpa when flash-attn is not installed (asking
   for it explicitly in `from_pretrained(attn_implementation=...)` still fails loudly);
-- `auto_map` is dropped, so a saved model never points back at remote code.
+- `auto_map` is dropped, so a saved model never points back at remote code; the saved file
+  keeps the legacy `rope_scaling` (in its original "su"/"longrope" spelling) and `rope_theta`
+  next to transformers 5's `rope_parameters`, so older readers get the same rope.
 """
 
 from __future__ import annotations
