@@ -182,7 +182,11 @@ def check_answer_lengths(config: TrainConfig, dataset: CatalogDataset, tokenizer
 def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_eval: bool):
     from transformers import TrainingArguments
 
-    frozen = config.method != "full" or not config.train_vision_tower or not config.train_projector
+    # Frozen parameters are not DDP's concern (only trainable ones are reduced), and the model
+    # runs its vision tower on a dummy crop when a batch has no image. A trained vision tower
+    # still leaves its last layers unused (features come from layer -2), so DDP must look for
+    # unused parameters then.
+    find_unused = config.train_vision_tower
     evaluate = has_eval and config.eval_steps is not None
     warmup: float = config.warmup_steps if config.warmup_steps is not None else config.warmup_ratio
     return TrainingArguments(
@@ -221,7 +225,7 @@ def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_e
         remove_unused_columns=False,
         dataloader_num_workers=config.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
-        ddp_find_unused_parameters=frozen,
+        ddp_find_unused_parameters=find_unused,
         disable_tqdm=True,
     )
 
