@@ -62,7 +62,7 @@ border:1px solid #eee}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
 .card{border:1px solid #ddd;border-radius:6px;padding:8px;font-size:.82em;
 background:#fafafa;overflow-wrap:anywhere}
-.card img{display:block;margin:0 auto 6px;max-width:100%;height:auto;image-rendering:auto}
+.card img{display:block;margin:0 auto 6px;width:160px;max-width:100%;height:auto}
 .card .lbl{color:#666;font-size:.9em}.card .bad{color:#b00020}.card .ok{color:#1b7f3b}
 code{background:#f4f4f6;padding:1px 4px;border-radius:3px}
 """
@@ -187,6 +187,9 @@ def price_scatter_png(predictions: pd.DataFrame, ablation: pd.DataFrame | None =
         ax.set_ylim(lo, hi)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_log_ticks(ax)
+    if not ok.any():
+        _no_data(ax, "no answer parsed: nothing to plot")
     ax.set_xlabel("true full price")
     ax.set_ylabel("predicted full price")
     ax.set_title("True vs predicted price (log scale)")
@@ -205,22 +208,21 @@ def error_histogram_png(predictions: pd.DataFrame, ablation: pd.DataFrame | None
         series.append(("blank image", ablation, "#666666", "step", 1.0))
     for label, frame, color, kind, alpha in series:
         ok = frame["parse_ok"].astype(bool) & (frame["true_price"] > 0)
-        signed = (frame.loc[ok, "pred_price"] - frame.loc[ok, "true_price"]) / frame.loc[
-            ok, "true_price"
-        ]
+        legend = f"{label} ({int(ok.sum())} parsed, {len(frame) - int(ok.sum())} not)"
+        if not ok.any():
+            ax.plot([], [], color=color, label=legend)
+            continue
+        true = frame.loc[ok, "true_price"]
+        signed = (frame.loc[ok, "pred_price"] - true) / true
         clipped = np.clip(signed.to_numpy() * 100, -100, 200)
-        ax.hist(
-            clipped,
-            bins=bins,
-            color=color,
-            histtype=kind,
-            alpha=alpha,
-            lw=1.5,
-            label=f"{label} ({int(ok.sum())} parsed, {len(frame) - int(ok.sum())} not)",
-        )
+        ax.hist(clipped, bins=bins, color=color, histtype=kind, alpha=alpha, lw=1.5, label=legend)
+    if not any(f["parse_ok"].astype(bool).any() for _, f, *_ in series):
+        _no_data(ax, "no answer parsed: nothing to plot")
+        ax.set_yticks([])
     ax.axvline(0, color="#222222", lw=1)
     for edge in (-25, 25):
         ax.axvline(edge, color="#2ea043", lw=1, ls="--")
+    ax.set_xlim(-105, 205)
     ax.set_xlabel("price error, % of true price (clipped at -100 / +200)")
     ax.set_ylabel("products")
     ax.set_title("Price error of parsed answers")
@@ -235,6 +237,20 @@ def thumbnail_data_uri(image: Image.Image, max_px: int) -> str:
     buffer = io.BytesIO()
     thumb.save(buffer, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _no_data(ax: Any, message: str) -> None:
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="#b00020")
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Ticks at 1, 2, 5 x 10^k written as plain numbers (no overlapping 3x10^3 labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _now() -> str:
@@ -320,7 +336,9 @@ def _headline_table(summary: Mapping[str, Any]) -> str:
     for key, label, kind, higher in HEADLINE_ROWS:
         values = [metrics.get(key) for _, metrics in columns]
         candidates = [values[i] for i in comparable if values[i] is not None]
-        best = (max if higher else min)(candidates) if len(candidates) > 1 else None
+        best = None
+        if len(candidates) > 1 and max(candidates) != min(candidates):  # ties everywhere: no bold
+            best = (max if higher else min)(candidates)
         rows.append(f"<tr><td>{html.escape(label)}</td>")
         for i, value in enumerate(values):
             cls = "na" if value is None else ("best" if i in comparable and value == best else "")
@@ -361,7 +379,10 @@ def _failure_table(predictions: pd.DataFrame) -> str:
     failed = predictions[~predictions["parse_ok"].astype(bool)]
     if failed.empty:
         return "<p>Every answer parsed.</p>"
-    rows = ["<table><tr><th>reason</th><th>answers</th><th>example answer</th></tr>"]
+    rows = [
+        "<table><tr><th>reason</th><th>answers</th>"
+        "<th style='text-align:left'>example answer</th></tr>"
+    ]
     groups = sorted(failed.groupby("parse_error", sort=True), key=lambda kv: -len(kv[1]))
     for reason, group in groups:
         example = str(group["generated"].iloc[0])
