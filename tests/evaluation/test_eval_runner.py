@@ -87,3 +87,17 @@ def test_flat_summary_keys() -> None:
         "baseline/global_median_price/value": 90.0,
         "category/bags/n": 2,
     }
+
+
+def test_model_load_args_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from vistune.evaluation.runner import model_load_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert model_load_args("auto", "auto") == {"dtype": torch.float32, "device_map": None}
+    assert model_load_args("cpu", "bf16") == {"dtype": torch.bfloat16, "device_map": None}
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        model_load_args("cuda", "auto")
+    with pytest.raises(ConfigError, match="fp16"):
+        model_load_args("auto", "fp16")

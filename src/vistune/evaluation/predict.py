@@ -21,6 +21,7 @@ from vistune.answer import parse_answer, template_spec
 from vistune.config import VistuneConfig
 from vistune.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, normalise_image
 from vistune.errors import ImageError
+from vistune.evaluation.runner import Device, Precision
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
@@ -35,6 +36,8 @@ class PredictConfig(VistuneConfig):
     answer_template: str | None = None
     max_new_tokens: int | None = Field(None, ge=1)
     num_crops: int | None = Field(None, ge=1)
+    precision: Precision = "auto"
+    device: Device = "auto"
     max_image_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     json_lines: bool = False
@@ -144,7 +147,7 @@ def predict_images(
 
 def run_predict(config: PredictConfig) -> list[ImagePrediction]:
     """Load the model named by `config` (with its run's prompt settings) and predict."""
-    from vistune.evaluation.runner import resolve_prompt_settings
+    from vistune.evaluation.runner import model_load_args, resolve_prompt_settings
     from vistune.models.families import load_vlm
 
     settings = resolve_prompt_settings(
@@ -154,7 +157,11 @@ def run_predict(config: PredictConfig) -> list[ImagePrediction]:
         max_new_tokens=config.max_new_tokens,
         num_crops=config.num_crops,
     )
-    vlm = load_vlm(config.model, num_crops=settings["num_crops"])
+    vlm = load_vlm(
+        config.model,
+        num_crops=settings["num_crops"],
+        **model_load_args(config.device, config.precision),
+    )
     vlm.model.eval()
     return predict_images(
         vlm,

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import Field
@@ -21,6 +21,9 @@ from pydantic import Field
 from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE, template_spec
 from vistune.config import VistuneConfig, read_yaml
 from vistune.errors import ConfigError
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Device = Literal["auto", "cpu", "cuda"]
 
 #: Generation length when neither the run's config nor the user gives one.
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -42,6 +45,8 @@ class EvaluateConfig(VistuneConfig):
     answer_template: str | None = None
     max_new_tokens: int | None = Field(None, ge=1)
     num_crops: int | None = Field(None, ge=1)
+    precision: Precision = Field("auto", description="auto: bf16/fp16 on a CUDA GPU, fp32 on CPU.")
+    device: Device = Field("auto", description="auto: the CUDA GPU when there is one.")
     seed: int = 0
     report_examples: int = Field(
         12, ge=0, description="Worst and best products shown in the report."
@@ -76,6 +81,23 @@ def find_run_config(model: str) -> Path | None:
         if candidate.is_dir() and config.is_file():
             return config
     return None
+
+
+def model_load_args(device: Device, precision: Precision) -> dict[str, Any]:
+    """`load_vlm` keyword arguments for a device and precision choice (GPU when available)."""
+    import torch
+
+    from vistune.training.run import resolve_precision
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA GPU is visible; use device=cpu")
+    on_gpu = device != "cpu" and torch.cuda.is_available()
+    if not on_gpu and precision in ("auto", "fp16"):
+        if precision == "fp16":
+            raise ConfigError("precision: fp16 needs a CUDA GPU; use precision=fp32 on CPU")
+        precision = "fp32"
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    return {"dtype": dtypes[resolve_precision(precision)], "device_map": "cuda" if on_gpu else None}
 
 
 def resolve_prompt_settings(
@@ -151,7 +173,9 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
     _print_knobs(console, config, len(frame))
 
     started = time.perf_counter()
-    vlm = load_vlm(config.model, num_crops=config.num_crops)
+    vlm = load_vlm(
+        config.model, num_crops=config.num_crops, **model_load_args(config.device, config.precision)
+    )
     vlm.model.eval()
     gen_args = {
         "question": config.question,
