@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import random
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import urljoin, urlsplit
@@ -83,8 +84,14 @@ def is_public_address(address: str) -> bool:
     )
 
 
-async def check_url(url: str, options: DownloadOptions) -> None:
-    """Raise `FetchError(refused_url)` unless `url` is http(s) to an allowed host."""
+async def check_url(
+    url: str, options: DownloadOptions, verdicts: dict[tuple[str, int], str | None] | None = None
+) -> None:
+    """Raise `FetchError(refused_url)` unless `url` is http(s) to an allowed host.
+
+    `verdicts` caches the outcome per (host, port) for one run, so a catalog of thousands
+    of URLs on one CDN resolves that host once (None = allowed, else the refusal detail).
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise FetchError(schema.REFUSED_URL, f"{url}: only http and https URLs are fetched")
@@ -94,42 +101,77 @@ async def check_url(url: str, options: DownloadOptions) -> None:
     if options.allow_private_hosts or host in options.allowed_hosts:
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    if verdicts is not None and (host, port) in verdicts:
+        refusal = verdicts[(host, port)]
+        if refusal is not None:
+            raise FetchError(schema.REFUSED_URL, f"{url}: {refusal}")
+        return
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise FetchError(
             schema.DOWNLOAD_FAILED, f"{url}: cannot resolve {host} ({exc})", retryable=True
         ) from exc
+    refusal = None
     for info in infos:
         address = str(info[4][0])
         if not is_public_address(address):
-            raise FetchError(
-                schema.REFUSED_URL,
-                f"{url}: {host} resolves to non-public address {address}; "
-                "pass --allow-private-hosts to fetch from private networks",
+            refusal = (
+                f"{host} resolves to non-public address {address}; "
+                "pass --allow-private-hosts to fetch from private networks"
             )
+            break
+    if verdicts is not None:
+        verdicts[(host, port)] = refusal
+    if refusal is not None:
+        raise FetchError(schema.REFUSED_URL, f"{url}: {refusal}")
 
 
-def make_client(options: DownloadOptions) -> httpx.AsyncClient:
-    limit = httpx.Limits(
-        max_connections=options.concurrency, max_keepalive_connections=options.concurrency
-    )
+CONNECTIONS_PER_CLIENT: Final = 4
+
+
+def make_client(
+    options: DownloadOptions,
+    connections: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> httpx.AsyncClient:
+    connections = connections or options.concurrency
+    limit = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(options.timeout_s),
         limits=limit,
         follow_redirects=False,  # each hop is checked by `fetch_bytes`
         headers={"User-Agent": USER_AGENT},
         trust_env=False,  # never send catalog URLs through an environment proxy unasked
+        verify=ssl_context if ssl_context is not None else httpx.create_ssl_context(),
     )
 
 
-async def fetch_bytes(client: httpx.AsyncClient, url: str, options: DownloadOptions) -> bytes:
+def make_clients(options: DownloadOptions) -> list[httpx.AsyncClient]:
+    """Several small connection pools instead of one big one.
+
+    httpcore's pool rescans every connection for every queued request, so its cost grows
+    with the square of the pool size; measured here, 4 pools of 4 connections fetch ~30 %
+    more images per CPU second than one pool of 16. Callers spread URLs over the clients.
+    """
+    count = max(1, -(-options.concurrency // CONNECTIONS_PER_CLIENT))
+    per_client = -(-options.concurrency // count)
+    context = httpx.create_ssl_context()  # loading the CA bundle once costs ~50 ms
+    return [make_client(options, per_client, context) for _ in range(count)]
+
+
+async def fetch_bytes(
+    client: httpx.AsyncClient,
+    url: str,
+    options: DownloadOptions,
+    verdicts: dict[tuple[str, int], str | None] | None = None,
+) -> bytes:
     """GET `url` with retries; return the body or raise `FetchError`."""
     attempt = 0
     while True:
         try:
             async with asyncio.timeout(options.timeout_s):
-                return await _fetch_once(client, url, options)
+                return await _fetch_once(client, url, options, verdicts)
         except TimeoutError:
             error = FetchError(
                 schema.DOWNLOAD_FAILED,
@@ -146,10 +188,15 @@ async def fetch_bytes(client: httpx.AsyncClient, url: str, options: DownloadOpti
         attempt += 1
 
 
-async def _fetch_once(client: httpx.AsyncClient, url: str, options: DownloadOptions) -> bytes:
+async def _fetch_once(
+    client: httpx.AsyncClient,
+    url: str,
+    options: DownloadOptions,
+    verdicts: dict[tuple[str, int], str | None] | None,
+) -> bytes:
     current = url
     for _hop in range(options.max_redirects + 1):
-        await check_url(current, options)
+        await check_url(current, options, verdicts)
         try:
             async with client.stream("GET", current) as response:
                 if response.status_code in REDIRECT_STATUS:

@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from vistune.config import VistuneConfig
 from vistune.data import schema
-from vistune.data.download import DownloadOptions, FetchError, fetch_bytes, make_client
+from vistune.data.download import DownloadOptions, FetchError, fetch_bytes, make_clients
 from vistune.data.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_SIDE,
@@ -455,24 +455,32 @@ async def _download_all(
     finish: Callable[[ImageRef, bytes], dict[str, Any] | Drop],
     advance: Callable[[], None],
 ) -> dict[str, dict[str, Any] | Drop]:
-    """Fetch and finish every URL, at most `options.concurrency` at a time; a body is held
-    in memory only until its image is validated and stored."""
+    """Fetch and finish every URL: at most `options.concurrency` downloads in flight, and at
+    most twice that many bodies in memory (downloaded, waiting for or in validation), so
+    downloading goes on while earlier images are decoded."""
     loop = asyncio.get_running_loop()
-    semaphore = asyncio.Semaphore(options.concurrency)
+    network = asyncio.Semaphore(options.concurrency)
+    bodies = asyncio.Semaphore(2 * options.concurrency)
+    verdicts: dict[tuple[str, int], str | None] = {}  # host check per run, not per URL
     results: dict[str, dict[str, Any] | Drop] = {}
 
     async def one(client: Any, ref: ImageRef) -> None:
-        async with semaphore:
+        async with bodies:
             try:
-                data = await fetch_bytes(client, ref.value, options)
+                async with network:
+                    data = await fetch_bytes(client, ref.value, options, verdicts)
             except FetchError as exc:
                 results[ref.key] = Drop(-1, exc.reason, exc.detail)
             else:
                 results[ref.key] = await loop.run_in_executor(pool, finish, ref, data)
         advance()
 
-    async with make_client(options) as client:
-        await asyncio.gather(*(one(client, ref) for ref in refs))
+    clients = make_clients(options)
+    try:
+        await asyncio.gather(*(one(clients[i % len(clients)], r) for i, r in enumerate(refs)))
+    finally:
+        for client in clients:
+            await client.aclose()
     return results
 
 
