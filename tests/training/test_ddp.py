@@ -24,10 +24,9 @@ def test_torchrun_two_processes(make_config: Callable[..., TrainConfig], tmp_pat
             sys.executable,
             "-m",
             "torch.distributed.run",
+            "--standalone",  # free rendezvous port on localhost
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "0",
             "-m",
             "vistune.cli",
             "train",
@@ -37,7 +36,7 @@ def test_torchrun_two_processes(make_config: Callable[..., TrainConfig], tmp_pat
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = Path(config.output)
