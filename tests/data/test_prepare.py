@@ -326,3 +326,31 @@ def test_missing_source_and_empty_result(tmp_path) -> None:
             show_progress=False,
         )
     assert "missing_image" in (tmp_path / "o" / "dropped.jsonl").read_text()
+
+
+def test_in_memory_pil_images_and_raw_bytes(tmp_path) -> None:
+    from vistune.data.prepare import image_ref, process_images
+    from vistune.data.sources import SourceTable
+
+    table = SourceTable(pd.DataFrame(), None, "hub")
+    picture = Image.new("RGBA", (30, 20), (10, 200, 30, 255))
+    buffer = io.BytesIO()
+    picture.convert("RGB").save(buffer, format="PNG")
+    refs = {
+        "pil": image_ref(picture, table),
+        "bytes": image_ref(buffer.getvalue(), table),
+        "dict": image_ref({"bytes": buffer.getvalue(), "path": "x.png"}, table),
+    }
+    assert refs["pil"].kind == "pil" and refs["bytes"].kind == "bytes"
+    assert refs["bytes"].key == refs["dict"].key  # same bytes, one image
+    relative = image_ref("pics/a.png", table)
+    assert relative.reason == schema.MISSING_IMAGE and "no source folder" in relative.detail
+    assert image_ref("ftp://host/a.png", table).reason == schema.REFUSED_URL
+    assert image_ref(None, table).reason == schema.MISSING_IMAGE
+    results = process_images(
+        {r.key: r for r in refs.values()}, PrepareConfig(source="x", out=tmp_path), tmp_path, False
+    )
+    stored = {results[r.key]["file"] for r in refs.values()}
+    assert len(stored) == 1  # RGBA flattened to the same RGB pixels, re-encoded the same way
+    with Image.open(tmp_path / "images" / stored.pop()) as image:
+        assert image.mode == "RGB" and image.getpixel((3, 3)) == (10, 200, 30)

@@ -104,14 +104,6 @@ def normalise_image(
         )
 
 
-def normalise_pil(image: Image.Image, *, max_side: int = DEFAULT_MAX_SIDE) -> NormalisedImage:
-    """Normalise an in-memory PIL image (e.g. from a `datasets` Image column): PNG-encode it
-    losslessly first so it goes through exactly the same checks as a file."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return normalise_image(buffer.getvalue(), max_side=max_side)
-
-
 def store_image(image: NormalisedImage, images_dir: Path) -> str:
     """Write `image` under `images_dir` by content hash (atomically); return its file name.
 
