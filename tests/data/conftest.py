@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gzip
 import io
 import threading
 import time
@@ -38,6 +39,7 @@ class CatalogServer:
     /truncated.jpg       a JPEG cut in half (complete response)
     /page.html           HTML instead of an image    /bomb.png   a decompression bomb
     /big.bin, /big-chunked.bin   a body over any small cap (with / without Content-Length)
+    /gzip-bomb.jpg       5 MB that arrive as ~5 kB with Content-Encoding: gzip
     /to/<path>           302 to /<path> on the same host
     /to-localhost/<path> 302 to http://localhost:PORT/<path> (another name, same box)
     /to-metadata         302 to http://169.254.169.254/latest/meta-data/ (cloud metadata)
@@ -102,6 +104,14 @@ class CatalogServer:
             return self.send(handler, 200, b"<html><body>Sold out</body></html>", "text/html")
         if path == "/bomb.png":
             return self.send(handler, 200, bomb_png(), "image/png")
+        if path == "/gzip-bomb.jpg":  # 5 MB of zeros in ~5 kB on the wire
+            body = gzip.compress(b"\0" * 5_000_000)
+            handler.send_response(200)
+            handler.send_header("Content-Encoding", "gzip")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return None
         if path == "/big.bin":
             return self.send(handler, 200, b"\0" * 300_000)
         if path == "/big-chunked.bin":

@@ -93,7 +93,7 @@ def test_slow_response_times_out_after_retries(server) -> None:
 
 
 def test_byte_cap_with_and_without_content_length(server) -> None:
-    for path in ("/big.bin", "/big-chunked.bin"):
+    for path in ("/big.bin", "/big-chunked.bin", "/gzip-bomb.jpg"):
         with pytest.raises(FetchError, match="exceeds the cap of 100000 bytes"):
             fetch(server.url(path), allow_private_hosts=True)
         assert server.hits[path] == 1  # a too-big body is not retried

@@ -53,6 +53,7 @@ class DownloadOptions:
     max_redirects: int = 5
     allow_private_hosts: bool = False
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
+    trust_env: bool = False  # use HTTP(S)_PROXY, SSL_CERT_FILE, .netrc from the environment
 
 
 class FetchError(Exception):
@@ -142,7 +143,7 @@ def make_client(
         limits=limit,
         follow_redirects=False,  # each hop is checked by `fetch_bytes`
         headers={"User-Agent": USER_AGENT},
-        trust_env=False,  # never send catalog URLs through an environment proxy unasked
+        trust_env=options.trust_env,  # proxies and .netrc only when asked for
         verify=ssl_context if ssl_context is not None else httpx.create_ssl_context(),
     )
 

@@ -89,6 +89,7 @@ class DownloadSettings(VistuneConfig):
     backoff_s: float = Field(0.5, ge=0)
     max_bytes: int = Field(20 * 2**20, ge=1)
     max_redirects: int = Field(5, ge=0, le=20)
+    trust_env: bool = False  # honour HTTP(S)_PROXY / SSL_CERT_FILE / .netrc from the environment
 
 
 class PrepareConfig(VistuneConfig):
