@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from vistune.cli import app
@@ -62,6 +63,7 @@ def test_evaluate_run_dir_end_to_end(
         "6",
         "--batch-size",
         "3",
+        "--compare-base",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -74,6 +76,8 @@ def test_evaluate_run_dir_end_to_end(
     assert set(METRIC_KEYS) <= set(summary["metrics"]) and summary["metrics"]["n"] == 6
     assert summary["metrics_parsed_only"]["n"] == summary["metrics"]["n_parsed"]
     assert summary["ablation"]["n"] == 6
+    base = yaml.safe_load((trained_run / "config.yaml").read_text())["model"]
+    assert summary["base_model"]["source"] == base and summary["base_model"]["n"] == 6
     assert {"global_median_price", "category_median_price", "most_frequent_category"} == set(
         summary["baselines"]
     )

@@ -35,6 +35,12 @@ def command(
     no_ablation: Annotated[
         bool, typer.Option("--no-ablation", help="Skip the blank-image ablation (halves the time).")
     ] = False,
+    compare_base: Annotated[
+        bool,
+        typer.Option(
+            "--compare-base", help="Also score the run's base model (before fine-tuning)."
+        ),
+    ] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML with EvaluateConfig keys.")
     ] = None,
@@ -55,5 +61,6 @@ def command(
         limit=limit,
         batch_size=batch_size,
         ablation=False if no_ablation else None,
+        compare_base=compare_base or None,
     )
     run_evaluation(cfg)

@@ -43,7 +43,8 @@ UNPARSED_NOTE = (
     "parse rate and the parsed-only column. Baselines are fitted on the train split: the "
     "global median price, the median price of the product's true category (it is given the "
     "category), and the most frequent category. The blank-image ablation asks the same model "
-    "the same question with a uniform grey image of the same size."
+    'the same question with a uniform grey image of the same size; "before fine-tuning" (when '
+    "asked for) is the model the training run started from, with the same prompts."
 )
 
 ImageLoader = Callable[[str], Image.Image]
@@ -316,6 +317,8 @@ def headline_columns(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str,
     ]
     if summary.get("ablation"):
         columns.append(("blank image (ablation)", summary["ablation"]))
+    if summary.get("base_model"):
+        columns.append(("before fine-tuning", summary["base_model"]))
     names = {
         "global_median_price": "global median price",
         "category_median_price": "category median price",

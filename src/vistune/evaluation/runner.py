@@ -41,6 +41,9 @@ class EvaluateConfig(VistuneConfig):
     limit: int | None = Field(None, ge=1, description="Evaluate a seeded random subset of N rows.")
     batch_size: int = Field(8, ge=1)
     ablation: bool = Field(True, description="Also run the blank-image ablation.")
+    compare_base: bool = Field(
+        False, description="Also score the model the training run started from (run dirs only)."
+    )
     question: str | None = None
     answer_template: str | None = None
     max_new_tokens: int | None = Field(None, ge=1)
@@ -67,6 +70,7 @@ class EvalResult:
     per_category: dict[str, dict[str, Any]]
     baselines: dict[str, dict[str, Any]]
     ablation: dict[str, Any] | None
+    base_model: dict[str, Any] | None
     metrics_path: Path
     predictions_path: Path
     report_path: Path
@@ -98,6 +102,24 @@ def model_load_args(device: Device, precision: Precision) -> dict[str, Any]:
         precision = "fp32"
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     return {"dtype": dtypes[resolve_precision(precision)], "device_map": "cuda" if on_gpu else None}
+
+
+def base_model_source(model: str) -> str:
+    """What the training run behind `model` started from: the tiny model it built
+    (`RUN_DIR/base_model`) or its `model` (folder or hub id)."""
+    run_config = find_run_config(model)
+    if run_config is None:
+        raise ConfigError(
+            f"compare_base: {model!r} is not a training run dir (no config.yaml), so there is no "
+            "base model to compare with; evaluate the base model separately"
+        )
+    built = run_config.parent / "base_model"
+    if (built / "config.json").is_file():
+        return str(built)
+    base = read_yaml(run_config).get("model")
+    if not isinstance(base, str) or base == "tiny":
+        raise ConfigError(f"{run_config}: no base model recorded (model: {base!r})")
+    return base
 
 
 def resolve_prompt_settings(
@@ -160,6 +182,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
     from vistune.models.families import load_vlm
 
     config = resolve_config(config)
+    base_source = base_model_source(config.model) if config.compare_base else None
     data = Path(config.data)
     frame = load_split(data, config.split)
     train = load_split(data, "train")
@@ -173,9 +196,8 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
     _print_knobs(console, config, len(frame))
 
     started = time.perf_counter()
-    vlm = load_vlm(
-        config.model, num_crops=config.num_crops, **model_load_args(config.device, config.precision)
-    )
+    load_args = {"num_crops": config.num_crops, **model_load_args(config.device, config.precision)}
+    vlm = load_vlm(config.model, **load_args)
     vlm.model.eval()
     gen_args = {
         "question": config.question,
@@ -190,6 +212,12 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         if config.ablation
         else None
     )
+    base_predictions = None
+    if base_source is not None:
+        del vlm  # one model in memory at a time
+        base = load_vlm(base_source, **load_args)
+        base.model.eval()
+        base_predictions = generate_predictions(base, frame, data, **gen_args)
     seconds = time.perf_counter() - started
 
     metrics = compute_metrics(predictions)
@@ -211,6 +239,11 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         "ablation": compute_metrics(ablation_predictions)
         if ablation_predictions is not None
         else None,
+        "base_model": (
+            {"source": base_source, **compute_metrics(base_predictions)}
+            if base_predictions is not None
+            else None
+        ),
         "definitions": _definitions(),
     }
     metrics_path = out / "metrics.json"
@@ -219,6 +252,8 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
     predictions.to_parquet(predictions_path, index=False)
     if ablation_predictions is not None:
         ablation_predictions.to_parquet(out / "predictions_blank_image.parquet", index=False)
+    if base_predictions is not None:
+        base_predictions.to_parquet(out / "predictions_base_model.parquet", index=False)
     report_path = write_report(
         out / "report.html",
         summary=summary,
@@ -238,6 +273,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         per_category=summary["per_category"],
         baselines=summary["baselines"],
         ablation=summary["ablation"],
+        base_model=summary["base_model"],
         metrics_path=metrics_path,
         predictions_path=predictions_path,
         report_path=report_path,
@@ -261,6 +297,7 @@ def flat_summary(summary: dict[str, Any]) -> dict[str, float | int]:
     put("eval", summary["metrics"])
     put("eval_parsed", summary["metrics_parsed_only"])
     put("ablation", summary.get("ablation"))
+    put("base_model", summary.get("base_model"))
     for name, values in summary["baselines"].items():
         put(f"baseline/{name}", values)
     for name, values in summary["per_category"].items():
@@ -299,6 +336,7 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
 
     short = {
         "blank image (ablation)": "blank img",
+        "before fine-tuning": "base",
         "global median price": "median $",
         "category median price": "cat. median $",
         "most frequent category": "top cat.",
