@@ -57,6 +57,7 @@ padding-bottom:4px}.muted{color:#666;font-size:.9em}
 table{border-collapse:collapse;margin:8px 0;font-size:.92em}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f4f4f6}
+td:not(:first-child){white-space:nowrap}
 td.best{font-weight:bold;background:#e8f6ea}td.na{color:#aaa}
 .plots{display:flex;flex-wrap:wrap;gap:16px}.plots img{max-width:100%;height:auto;
 border:1px solid #eee}
