@@ -57,3 +57,27 @@ def test_round_trips_usd_formatting(amount) -> None:
     value = float(amount)
     assert parse_price(f"${value:,.2f}") == pytest.approx(value)
     assert parse_price(f"{value:.2f}") == pytest.approx(value)
+
+
+@given(st.one_of(st.text(max_size=20), st.floats(), st.integers(), st.none()))
+def test_any_value_is_a_price_or_a_price_error(value) -> None:
+    try:
+        price = parse_price(value)
+    except PriceError as err:
+        assert err.reason in schema.DROP_REASONS
+    else:
+        assert price >= 0 and price == price
+
+
+@pytest.mark.parametrize("value", ["12abc34", "Model 12 for 34", "1e5x", "nan", "inf", "--5", "5-"])
+def test_text_around_digits_is_not_a_price(value) -> None:
+    with pytest.raises(PriceError) as info:
+        parse_price(value)
+    assert info.value.reason == schema.NON_NUMERIC_PRICE
+
+
+def test_exponent_and_currency_codes() -> None:
+    assert parse_price("1.29e3") == 1290.0
+    assert parse_price("1.290 EUR") == 1290.0
+    assert parse_price("£ 590") == 590.0
+    assert parse_price("CHF 1'290.50") == 1290.5

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from numbers import Real
 from typing import Any
 
 from vistune.data import schema
 
-_CURRENCY = re.compile(r"[^\d.,+\-]")  # everything that is not a digit, separator or sign
+_PLAIN_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_CURRENCY_CODE = re.compile(r"^[A-Za-z]{3}\b\.?|\b[A-Za-z]{3}\.?$")  # "USD 1,290", "1.290 EUR"
+_NUMBER_LIKE = re.compile(r"^[+\-]?\d[\d.,]*$|^[+\-]?[.,]\d[\d.,]*$")
 
 
 class PriceError(ValueError):
@@ -54,11 +57,16 @@ def _parse_price_text(text: str) -> float:
     stripped = text.strip()
     if not stripped:
         raise PriceError(schema.MISSING_PRICE, "price is an empty string")
-    cleaned = _CURRENCY.sub("", stripped.replace("\u2212", "-"))
+    if _PLAIN_FLOAT.match(stripped):  # "1290", "1290.5", "1.29e3"
+        return float(stripped)
+    # Drop currency signs and codes and grouping spaces; what is left must be a number.
+    cleaned = "".join(ch for ch in stripped if unicodedata.category(ch) != "Sc")
+    cleaned = _CURRENCY_CODE.sub("", cleaned).replace("\u2212", "-")
+    cleaned = re.sub(r"[\s'\u00a0\u202f]", "", cleaned)
+    if not _NUMBER_LIKE.match(cleaned):
+        raise PriceError(schema.NON_NUMERIC_PRICE, f"price {text!r} is not a number")
     sign = -1.0 if cleaned.startswith("-") else 1.0
     cleaned = cleaned.lstrip("+-")
-    if not cleaned or not any(ch.isdigit() for ch in cleaned) or any(c in cleaned for c in "+-"):
-        raise PriceError(schema.NON_NUMERIC_PRICE, f"price {text!r} is not a number")
     if "," in cleaned and "." in cleaned:
         decimal = "," if cleaned.rfind(",") > cleaned.rfind(".") else "."
         thousands = "." if decimal == "," else ","
