@@ -101,3 +101,24 @@ def test_model_load_args_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
         model_load_args("cuda", "auto")
     with pytest.raises(ConfigError, match="fp16"):
         model_load_args("auto", "fp16")
+
+
+def test_unrelated_config_yaml_is_not_a_run(tmp_path: Path) -> None:
+    (tmp_path / "exported").mkdir()
+    (tmp_path / "config.yaml").write_text("question: not a run\n")
+    cfg = resolve_config(
+        EvaluateConfig(model=str(tmp_path / "exported"), data=tmp_path, out=tmp_path)
+    )
+    assert cfg.question == DEFAULT_QUESTION
+
+
+def test_compare_base_needs_a_run(run_dir: Path, tmp_path: Path) -> None:
+    from vistune.evaluation.runner import base_model_source
+
+    with pytest.raises(ConfigError, match="no base model recorded"):  # model: tiny, not built
+        base_model_source(str(run_dir))
+    (run_dir / "base_model").mkdir()
+    (run_dir / "base_model" / "config.json").write_text("{}")
+    assert base_model_source(str(run_dir / "final")) == str(run_dir / "base_model")
+    with pytest.raises(ConfigError, match="not a training run dir"):
+        base_model_source(str(tmp_path / "elsewhere"))

@@ -1,8 +1,9 @@
 """`run_evaluation`: generate on a split, score, compare with baselines, write the files.
 
-Outputs in `EvalConfig.out`: `metrics.json` (model metrics over the whole split and over
-parsed rows only, per category, baselines, blank-image ablation), `predictions.parquet`
-(and `predictions_blank_image.parquet` for the ablation), `report.html`, `evaluate.yaml`
+Outputs in `EvaluateConfig.out`: `metrics.json` (model metrics over the whole split and over
+parsed rows only, per category, baselines, blank-image ablation, optionally the base model),
+`predictions.parquet` (and `predictions_blank_image.parquet` / `predictions_base_model.parquet`
+for the ablation / base model), `report.html`, `evaluate.yaml`
 (the resolved config, so `vistune evaluate --config EVAL_DIR/evaluate.yaml` repeats it) and
 a W&B run under `EVAL_DIR/wandb/` (offline unless logged in).
 """
@@ -78,11 +79,17 @@ class EvalResult:
 
 
 def find_run_config(model: str) -> Path | None:
-    """`config.yaml` of the training run `model` points at (the run dir or a folder in it)."""
+    """`config.yaml` of the training run `model` points at (the run dir or a folder in it).
+
+    A run dir is a folder with `config.yaml` and `final/` or a `checkpoint-N/`, so an
+    unrelated `config.yaml` next to an exported model is not mistaken for a run's.
+    """
     path = Path(model)
     for candidate in (path, path.parent):
         config = candidate / "config.yaml"
-        if candidate.is_dir() and config.is_file():
+        if config.is_file() and (
+            (candidate / "final").is_dir() or any(candidate.glob("checkpoint-*/"))
+        ):
             return config
     return None
 
