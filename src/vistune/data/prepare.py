@@ -456,29 +456,50 @@ async def _download_all(
     finish: Callable[[ImageRef, bytes], dict[str, Any] | Drop],
     advance: Callable[[], None],
 ) -> dict[str, dict[str, Any] | Drop]:
-    """Fetch and finish every URL: at most `options.concurrency` downloads in flight, and at
-    most twice that many bodies in memory (downloaded, waiting for or in validation), so
-    downloading goes on while earlier images are decoded."""
+    """Fetch and finish every URL with `options.concurrency` download workers.
+
+    Each worker owns one client of a few connections and hands every body to the thread
+    pool for validation, then goes on downloading; a semaphore caps the bodies held in
+    memory (downloading, waiting for or in validation) at twice the concurrency.
+    """
     loop = asyncio.get_running_loop()
-    network = asyncio.Semaphore(options.concurrency)
     bodies = asyncio.Semaphore(2 * options.concurrency)
     verdicts: dict[tuple[str, int], str | None] = {}  # host check per run, not per URL
     results: dict[str, dict[str, Any] | Drop] = {}
+    pending: set[asyncio.Future] = set()
+    todo = iter(refs)  # shared by the workers; safe, they all run on this event loop
 
-    async def one(client: Any, ref: ImageRef) -> None:
-        async with bodies:
+    async def validate(ref: ImageRef, data: bytes) -> None:
+        try:
+            results[ref.key] = await loop.run_in_executor(pool, finish, ref, data)
+        finally:
+            bodies.release()
+            advance()
+
+    async def worker(client: Any) -> None:
+        for ref in todo:
+            await bodies.acquire()
             try:
-                async with network:
-                    data = await fetch_bytes(client, ref.value, options, verdicts)
+                data = await fetch_bytes(client, ref.value, options, verdicts)
             except FetchError as exc:
                 results[ref.key] = Drop(-1, exc.reason, exc.detail)
+                bodies.release()
+                advance()
+            except BaseException:
+                bodies.release()
+                raise
             else:
-                results[ref.key] = await loop.run_in_executor(pool, finish, ref, data)
-        advance()
+                task = asyncio.ensure_future(validate(ref, data))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
 
     clients = make_clients(options)
     try:
-        await asyncio.gather(*(one(clients[i % len(clients)], r) for i, r in enumerate(refs)))
+        await asyncio.gather(
+            *(worker(clients[k % len(clients)]) for k in range(options.concurrency))
+        )
+        while pending:
+            await asyncio.gather(*list(pending))
     finally:
         for client in clients:
             await client.aclose()
