@@ -249,8 +249,8 @@ def main() -> None:
         "targets": {"vs_reference": 3.0, "vs_official": 1.5},
     }
     table = Table(title=f"train throughput, tiny Phi-3-V, {args.steps} steps x {args.batch_size}")
-    columns = ("recipe", "batch x accum", "samples/s", "vs vistune", "peak RSS MB",
-               "tokens/sample", "loss tokens/sample", "answer share of loss")  # fmt: skip
+    columns = ("recipe", "batch x acc", "samples/s", "vs vistune", "RSS MB",
+               "tok/sample", "loss tok", "answer %")  # fmt: skip
     for col in columns:
         table.add_column(col, justify="left" if col == "recipe" else "right")
     for r in results:

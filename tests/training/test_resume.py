@@ -12,7 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from vistune.cli import app
 from vistune.training import TrainConfig, run_training
 
 pytestmark = pytest.mark.slow
@@ -50,8 +52,10 @@ def test_killed_run_resumes_to_the_same_end(
     assert not (run_dir / "final").exists(), "the run finished before it was killed"
     assert not (run_dir / f"checkpoint-{STEPS}").exists()
 
-    resumed = run_training(config, resume=True)
-    assert resumed.global_step == STEPS
+    # the CLI resumes from RUN_DIR/config.yaml when no --config is given
+    result = CliRunner().invoke(app, ["train", "--output", str(run_dir), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"trained {STEPS} steps" in result.output
     assert (run_dir / "final" / "config.json").is_file()
 
     reference = run_training(
