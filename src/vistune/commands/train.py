@@ -60,7 +60,14 @@ def command(
         method=method,
         report_to=trackers,
     )
-    result = run_training(cfg, resume=resume)
+    try:
+        result = run_training(cfg, resume=resume)
+    except KeyboardInterrupt:
+        Console(stderr=True, highlight=False).print(
+            f"interrupted: checkpoints in {cfg.output} are kept; continue with "
+            f"vistune train --output {cfg.output} --resume"
+        )
+        raise typer.Exit(code=130) from None
     Console(highlight=False).print(
         f"trained {result.global_step} steps (train loss {result.train_loss:.4f}); "
         f"model in {result.final_dir}"
