@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from vistune.errors import ConfigError, DataError
+from vistune.errors import ConfigError
 from vistune.models.base import VisionLanguageModel
 from vistune.training.config import TrainConfig
 from vistune.training.data import (
@@ -113,18 +113,18 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
 
 
 def load_eval_dataset(config: TrainConfig) -> CatalogDataset | None:
+    """The validation split, or None (with a warning) when the dataset has none or it is empty."""
+    from vistune.data.dataset import load_split
+
     if not (Path(config.data) / "validation.parquet").is_file():
         logger.warning("%s has no validation split: evaluation is off", config.data)
         return None
-    try:
-        return CatalogDataset(
-            config.data, "validation", question=config.question, template=config.answer_template
-        )
-    except DataError as exc:
-        if "no rows" in str(exc):
-            logger.warning("%s: empty validation split: evaluation is off", config.data)
-            return None
-        raise
+    if len(load_split(config.data, "validation")) == 0:
+        logger.warning("%s: the validation split is empty: evaluation is off", config.data)
+        return None
+    return CatalogDataset(
+        config.data, "validation", question=config.question, template=config.answer_template
+    )
 
 
 def tokenizer_corpus(config: TrainConfig) -> list[str]:
@@ -298,8 +298,10 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     )
     params = count_parameters(model)
     if main:
+        image_processor = getattr(vlm.processor, "image_processor", None)
+        crops = config.num_crops or getattr(image_processor, "num_crops", None)
         console.print(
-            render_knobs(config, params, knobs, answer_lengths, precision, args.world_size),
+            render_knobs(config, params, knobs, answer_lengths, precision, args.world_size, crops),
             markup=False,
         )
         write_json(
