@@ -23,22 +23,14 @@ STEPS = 150
 
 @pytest.fixture(scope="module")
 def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
     out = tmp_path_factory.mktemp("demo") / "vistune-demo"
     mp = pytest.MonkeyPatch()
     mp.setenv("WANDB_MODE", "offline")  # the demo's W&B run, offline as on a fresh machine
-    # Two xdist workers share 2 cores: one thread each avoids OpenMP oversubscription.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    # One torch thread: two xdist workers share the 2 cores of CI.
+    args = ["demo", "--out", str(out), "--rows", str(ROWS), "--steps", str(STEPS)]
     try:
-        result = CliRunner().invoke(
-            app,
-            ["demo", "--out", str(out), "--rows", str(ROWS), "--steps", str(STEPS)],
-            catch_exceptions=False,
-        )
+        result = CliRunner().invoke(app, [*args, "--threads", "1"], catch_exceptions=False)
     finally:
-        torch.set_num_threads(threads)
         mp.undo()
     assert result.exit_code == 0, result.output
     (out / "stdout.txt").write_text(result.output)

@@ -19,6 +19,9 @@ def command(
         int | None, typer.Option(help="Training steps [default: configs/tiny-demo.yaml's].")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for data, model and training.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="CPU threads for torch [default: all cores but one].")
+    ] = None,
     train_overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="Override a training setting: key=value (repeatable)."),
@@ -36,6 +39,13 @@ def command(
 
     console = Console()
     config = DemoConfig.load(
-        None, None, out=out, rows=rows, steps=steps, seed=seed, train_overrides=train_overrides
+        None,
+        None,
+        out=out,
+        rows=rows,
+        steps=steps,
+        seed=seed,
+        threads=threads,
+        train_overrides=train_overrides,
     )
     print_summary(run_demo(config, console), console)
