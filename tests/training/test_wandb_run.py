@@ -18,6 +18,8 @@ def test_offline_run_logs_metrics_and_table(
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     config = make_config(
+        model="tiny",  # built into RUN_DIR/base_model with a tokenizer fitted to the catalog
+        tiny={"text_layers": 1, "vision_layers": 1},
         report_to=["wandb", "tensorboard"],
         max_steps=2,
         eval_steps=2,
@@ -25,6 +27,8 @@ def test_offline_run_logs_metrics_and_table(
         max_answer_tokens=64,
     )
     result = run_training(config)
+    built = json.loads((result.run_dir / "base_model" / "config.json").read_text())
+    assert built["num_hidden_layers"] == 1
     offline = list((result.run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     files = offline[0] / "files"
