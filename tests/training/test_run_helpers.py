@@ -91,3 +91,22 @@ def test_missing_tracker_package_is_a_config_error(monkeypatch: pytest.MonkeyPat
     )
     with pytest.raises(ConfigError, match="pip install tensorboard"):
         run_module.check_trackers(config)
+
+
+def test_qlora_quantizes_only_the_language_model() -> None:
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    from vistune.training import TrainConfig
+    from vistune.training.model import quantization_config
+
+    config = TrainConfig.from_dict({"data": "d", "model": "m", "output": "o", "method": "qlora"})
+    skip = quantization_config(config, torch.bfloat16).llm_int8_skip_modules
+    assert should_convert_module("model.layers.3.self_attn.qkv_proj", skip)
+    for name in (
+        "model.vision_embed_tokens.img_processor.vision_model.encoder.layers.0.mlp.fc1",
+        "model.vision_embed_tokens.img_projection.2",
+        "lm_head",
+    ):
+        assert not should_convert_module(name, skip), name
+    lora = config.model_copy(update={"method": "lora"})
+    assert quantization_config(lora, torch.bfloat16) is None

@@ -58,15 +58,31 @@ def check_method_supported(config: TrainConfig) -> None:
 
 
 def quantization_config(config: TrainConfig, compute_dtype: torch.dtype) -> Any:
+    """4-bit NF4 for the language model only (QLoRA).
+
+    The vision tower, the projector and the LM head stay in `compute_dtype`: they are small,
+    quantizing the tower costs accuracy, and a trained projector (modules_to_save) must hold
+    float weights. The family is not known before loading, so every family's prefixes are
+    listed; names a model lacks match nothing.
+    """
     if config.method != "qlora":
         return None
+    import re
+
     from transformers import BitsAndBytesConfig
 
+    from vistune.models.families import FAMILIES
+
+    keep = {"lm_head"}
+    for family in FAMILIES:
+        for prefix in (*family.vision_tower_prefixes, *family.projector_prefixes):
+            keep.add(re.escape(prefix.rstrip(".")))
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=sorted(keep),
     )
 
 

@@ -201,7 +201,7 @@ def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_e
         max_grad_norm=config.max_grad_norm,
         adam_beta1=config.adam_beta1,
         adam_beta2=config.adam_beta2,
-        optim="adamw_torch",
+        optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.per_device_batch_size,
