@@ -12,7 +12,7 @@ INDEX_HTML = """<!doctype html>
   h1 { font-size: 1.4rem; margin-bottom: .2rem; }
   .muted { color: #666; font-size: .9rem; }
   form { display: grid; gap: .6rem; margin: 1.2rem 0; }
-  input[type=password] { padding: .3rem; }
+  input[type=password] { padding: .3rem; width: 22rem; }
   button { padding: .5rem 1rem; width: fit-content; }
   #preview { max-width: 16rem; max-height: 16rem; display: none; border: 1px solid #ddd; }
   table { border-collapse: collapse; margin-top: 1rem; }
@@ -67,7 +67,8 @@ $("form").addEventListener("submit", async (event) => {
     $("out").appendChild(p); return;
   }
   const table = document.createElement("table");
-  const price = data.full_price === null ? "" : "$" + data.full_price.toFixed(2);
+  const price = data.full_price === null ? "" : "$" + data.full_price.toLocaleString(
+    "en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
   table.append(row("Title", data.title ?? ""), row("Category", data.category ?? ""),
                row("Full price", price), row("Latency", data.latency_ms.toFixed(0) + " ms"));
   if (data.error) table.append(row("Parse error", data.error));
