@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from vistune.models.families import load_vlm
 from vistune.training import TrainConfig, run_training
+from vistune.training.export import export_run
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +63,12 @@ def test_full_changes_every_trainable_tensor_and_keeps_the_tower(
         assert torch.equal(before[key], after[key]), f"frozen {key} changed"
     unchanged = [k for k in rest if torch.equal(before[k], after[k])]
     assert not unchanged, f"trainable tensors did not change: {unchanged}"
+
+    # a full run exports as a copy of final/ (with or without --merge: nothing to merge)
+    exported = export_run(result.run_dir, result.run_dir.parent / "export", merge=True)
+    assert exported.kind == "full"
+    assert state_dict(exported.out_dir).keys() == after.keys()
+    assert load_vlm(str(exported.out_dir)).family.name == family.name
 
 
 def test_lora_changes_only_the_adapter(
