@@ -217,7 +217,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=110)
     with tempfile.TemporaryDirectory() as tmp:
         prepared, model = build_inputs(Path(tmp), args.rows)
         results = []
