@@ -78,24 +78,29 @@ class ImagePrediction:
 
 def load_image_file(path: Path, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Read and validate one image file; ImageError naming the file and the reason."""
+    try:
+        return _read_checked_image(path, max_bytes=max_bytes, max_pixels=max_pixels)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from exc
+
+
+def _read_checked_image(path: Path, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """The image in `path`, or ImageError with the reason (the caller names the file)."""
     if not path.exists():
-        raise ImageError(f"{path}: no such file")
+        raise ImageError("no such file")
     if not path.is_file():
-        raise ImageError(f"{path}: not a file")
+        raise ImageError("not a file")
     size = path.stat().st_size
     if size > max_bytes:
         raise ImageError(
-            f"{path}: file is {size:,} bytes, over the limit of {max_bytes:,} "
+            f"file is {size:,} bytes, over the limit of {max_bytes:,} "
             "(raise max_image_bytes if it is genuine)"
         )
     with path.open("rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:  # grew while we looked
-        raise ImageError(f"{path}: file is over the limit of {max_bytes:,} bytes")
-    try:
-        checked = normalise_image(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels)
-    except ImageError as exc:
-        raise ImageError(f"{path}: {exc}") from exc
+        raise ImageError(f"file is over the limit of {max_bytes:,} bytes")
+    checked = normalise_image(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels)
     with Image.open(io.BytesIO(checked.data)) as image:
         return image.convert("RGB")
 
@@ -117,14 +122,10 @@ def predict_images(
     results: list[ImagePrediction | None] = [None] * len(paths)
     for index, path in enumerate(paths):
         try:
-            loaded.append(
-                (
-                    index,
-                    load_image_file(
-                        Path(path), max_bytes=max_image_bytes, max_pixels=max_image_pixels
-                    ),
-                )
+            image = _read_checked_image(
+                Path(path), max_bytes=max_image_bytes, max_pixels=max_image_pixels
             )
+            loaded.append((index, image))
         except ImageError as exc:
             results[index] = ImagePrediction(str(path), None, None, None, None, str(exc))
     for start in range(0, len(loaded), batch_size):
