@@ -107,7 +107,6 @@ def test_missing_train_split(prepared_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tracker", ["mlflow"])
 def test_missing_tracker_package(tmp_path: Path, tracker: str) -> None:
-    pytest.importorskip("importlib")
     import importlib.util
 
     if importlib.util.find_spec(tracker) is not None:
