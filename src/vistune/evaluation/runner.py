@@ -21,7 +21,7 @@ from pydantic import Field
 
 from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE, template_spec
 from vistune.config import VistuneConfig, read_yaml
-from vistune.errors import ConfigError
+from vistune.errors import ConfigError, DataError
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -192,6 +192,8 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
     base_source = base_model_source(config.model) if config.compare_base else None
     data = Path(config.data)
     frame = load_split(data, config.split)
+    if frame.empty:
+        raise DataError(f"{data}: split {config.split!r} has no rows to evaluate")
     train = load_split(data, "train")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
