@@ -373,12 +373,18 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
 
 
 def _print_knobs(console: Any, config: EvaluateConfig, rows: int) -> None:
+    """What decides the numbers, printed before any work (paths and prompts as plain text)."""
+    from rich.markup import escape
+
     console.print(
-        f"evaluating [bold]{config.model}[/] on {config.data} split={config.split} rows={rows}"
-        f" batch={config.batch_size} max_new_tokens={config.max_new_tokens}"
-        f" num_crops={config.num_crops or 'model default'} ablation={config.ablation}"
+        f"evaluating [bold]{escape(config.model)}[/] on {escape(str(config.data))}"
+        f" split={escape(config.split)} rows={rows} batch={config.batch_size}"
+        f" max_new_tokens={config.max_new_tokens} num_crops={config.num_crops or 'model default'}"
+        f" ablation={config.ablation} base_model={config.compare_base}"
     )
-    console.print(f"question: {config.question!r}  answer format: {config.answer_template!r}")
+    console.print(
+        escape(f"question: {config.question!r}  answer format: {config.answer_template!r}")
+    )
 
 
 def _console() -> Any:
