@@ -79,7 +79,6 @@ class ModelFamily(ABC):
     def matches(cls, config: dict[str, Any]) -> bool:
         """True when a raw `config.json` dict belongs to this family."""
 
-    @abstractmethod
     def load(
         self,
         source: str | Path,
@@ -90,6 +89,30 @@ class ModelFamily(ABC):
         num_crops: int | None = None,
     ) -> VisionLanguageModel:
         """Load model + processor from a local folder or a hub id (no remote code)."""
+        model = self.load_model(
+            source, dtype=dtype, device_map=device_map, quantization_config=quantization_config
+        )
+        processor = self.load_processor(source, num_crops=num_crops, model=model)
+        return VisionLanguageModel(
+            model=model, processor=processor, family=self, source=str(source)
+        )
+
+    @abstractmethod
+    def load_model(
+        self,
+        folder: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device_map: Any = None,
+        quantization_config: Any = None,
+    ) -> PreTrainedModel:
+        """The model weights only, from safetensors (never pickles, never remote code)."""
+
+    @abstractmethod
+    def load_processor(
+        self, folder: str | Path, *, num_crops: int | None = None, model: Any = None
+    ) -> Any:
+        """The processor; `model`, when given, lets it check it matches the weights."""
 
     @abstractmethod
     def format_prompt(self, processor: Any, question: str, has_image: bool = True) -> str:

@@ -178,23 +178,6 @@ class Phi3VFamily(ModelFamily):
     def matches(cls, config: dict[str, Any]) -> bool:
         return config.get("model_type") == "phi3_v"
 
-    def load(
-        self,
-        source: str | Path,
-        *,
-        dtype: torch.dtype = torch.float32,
-        device_map: Any = None,
-        quantization_config: Any = None,
-        num_crops: int | None = None,
-    ) -> VisionLanguageModel:
-        model = self.load_model(
-            source, dtype=dtype, device_map=device_map, quantization_config=quantization_config
-        )
-        processor = self.load_processor(source, num_crops=num_crops, model=model)
-        return VisionLanguageModel(
-            model=model, processor=processor, family=self, source=str(source)
-        )
-
     def load_model(
         self,
         folder: str | Path,
@@ -327,23 +310,6 @@ class NativeFamily(ModelFamily):
         )
 
         return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    def load(
-        self,
-        source: str | Path,
-        *,
-        dtype: torch.dtype = torch.float32,
-        device_map: Any = None,
-        quantization_config: Any = None,
-        num_crops: int | None = None,
-    ) -> VisionLanguageModel:
-        model = self.load_model(
-            source, dtype=dtype, device_map=device_map, quantization_config=quantization_config
-        )
-        processor = self.load_processor(source, num_crops=num_crops)
-        return VisionLanguageModel(
-            model=model, processor=processor, family=self, source=str(source)
-        )
 
     def load_model(
         self,
