@@ -1,9 +1,14 @@
 """`vistune demo`, reduced: the whole pipeline learns the synthetic catalog on CPU.
 
-The full demo (3,040 products, the recipe's steps) takes minutes; this runs the same code
-with fewer products and steps. It asserts what a model of that size honestly reaches and
-that the image matters: the fine-tuned model beats the price baselines and the most
-frequent category, and the same model with a blank image is clearly worse.
+The full demo (3,040 products, 750 steps of 32) reaches price MAPE 0.04 against 0.26 for
+the median price of the true category, and category accuracy 0.98. This runs the same code
+with 800 products and 500 steps of 16 (about 2.5 minutes on one core) and asserts what that
+honestly reaches (measured: parse 1.0, within 10 % 0.68-0.71 vs 0.26, median APE ~0.04 vs
+0.25, category 0.71-0.74 vs 0.20, title exact ~0.70). At this size the *mean* APE is not
+reliably below the category-median baseline's (0.23-0.27 vs 0.25: a few large misses
+dominate it), so the price is checked on the typical product (median APE, within 10 %)
+and the mean only against the global median. The same model shown a blank image must be
+clearly worse: the answers come from the picture.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from typer.testing import CliRunner
 
 from vistune.cli import app
 
-#: Reduced sizes: about a minute of training on 2 cores.
+#: Reduced sizes. Batch 16 instead of the recipe's 32: twice the updates for the same
+#: compute, which is what a short run needs.
 ROWS = 800
-STEPS = 150
+STEPS = 500
+BATCH = 16
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,7 @@ def demo_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp.setenv("WANDB_MODE", "offline")  # the demo's W&B run, offline as on a fresh machine
     # One torch thread: two xdist workers share the 2 cores of CI.
     args = ["demo", "--out", str(out), "--rows", str(ROWS), "--steps", str(STEPS)]
+    args += ["--set", f"per_device_batch_size={BATCH}"]
     try:
         result = CliRunner().invoke(app, [*args, "--threads", "1"], catch_exceptions=False)
     finally:
@@ -55,14 +63,20 @@ def test_demo_writes_every_output(demo_out: Path) -> None:
 def test_demo_model_beats_baselines_and_needs_the_image(demo_out: Path) -> None:
     summary = json.loads((demo_out / "demo.json").read_text())
     model, ablation, baselines = summary["metrics"], summary["ablation"], summary["baselines"]
+    by_category = baselines["category_median_price"]
     assert model["parse_rate"] >= 0.9
-    assert model["price_mape"] < 0.8 * baselines["category_median_price"]["price_mape"]
+    assert model["price_within_10pct"] >= 2 * by_category["price_within_10pct"]
+    assert model["price_median_ape"] <= 0.5 * by_category["price_median_ape"]
     assert model["price_mape"] < baselines["global_median_price"]["price_mape"]
-    assert model["category_accuracy"] > baselines["most_frequent_category"]["category_accuracy"]
-    assert model["category_accuracy"] >= 0.6
+    assert model["category_accuracy"] >= 0.5
+    assert (
+        model["category_accuracy"] >= 2.5 * baselines["most_frequent_category"]["category_accuracy"]
+    )
+    assert model["title_exact"] >= 0.5
     # Without the picture the same model cannot know the product.
-    assert ablation["category_accuracy"] < model["category_accuracy"] - 0.3
-    assert ablation["price_mape"] > model["price_mape"] + 0.1
+    assert ablation["category_accuracy"] <= model["category_accuracy"] - 0.3
+    assert ablation["price_within_10pct"] <= model["price_within_10pct"] - 0.3
+    assert ablation["price_mape"] >= model["price_mape"] + 0.3
 
 
 def test_rerun_into_a_foreign_folder_is_refused(tmp_path: Path) -> None:
