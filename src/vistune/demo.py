@@ -77,9 +77,11 @@ class DemoResult:
 def default_threads() -> int:
     """All available cores but one (at least 1), never more than torch would use.
 
-    The tiny model's operations are small, so extra threads gain little, while a thread that
-    has to wait for a busy core stalls every operation: on this project's 2-core machine, with
-    other processes running, a training step took 9.4 s with 2 threads and 0.49 s with 1.
+    The tiny model's operations are small, and a thread that has to wait for a busy core
+    stalls every one of them. Measured on this project's 2-core machine, one training step
+    (batch 32): idle, 0.26 s with 2 threads and 0.47 s with 1; with other processes running,
+    9.4 s with 2 threads and 0.49 s with 1. So the default gives up a core to stay fast when
+    the machine is shared; `--threads` overrides it.
     """
     import torch
 
