@@ -297,7 +297,7 @@ def verdict(result: DemoResult) -> list[str]:
         )
     if result.ablation is not None:
         lines.append(
-            "the picture matters: with a blank image, category accuracy "
+            "a blank image instead of the photo: category accuracy "
             f"{result.metrics.get('category_accuracy', 0):.3f} -> "
             f"{result.ablation.get('category_accuracy', 0):.3f}, price MAPE "
             f"{model_mape or 0:.3f} -> {result.ablation.get('price_mape', 0):.3f}"
