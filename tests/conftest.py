@@ -16,6 +16,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 from pathlib import Path
 
 import pytest
+import torch
+
+# pytest-xdist runs one worker per core; a second torch thread per worker oversubscribes the
+# 2-core CI machine and makes steps up to 20x slower. Numerics do not depend on it.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
