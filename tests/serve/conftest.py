@@ -13,7 +13,6 @@ import pytest
 def tiny_predictor(tiny_phi3v_dir: Path) -> Any:
     """The tiny random Phi-3-vision behind a Predictor (short answers keep the tests fast)."""
     from vistune.models.families import load_vlm
-
     from vistune.serve.predictor import Predictor
 
     return Predictor(load_vlm(str(tiny_phi3v_dir)), max_new_tokens=12)
