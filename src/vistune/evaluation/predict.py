@@ -148,16 +148,10 @@ def predict_images(
 
 def run_predict(config: PredictConfig) -> list[ImagePrediction]:
     """Load the model named by `config` (with its run's prompt settings) and predict."""
-    from vistune.evaluation.runner import model_load_args, resolve_prompt_settings
+    from vistune.evaluation.runner import model_load_args, prompt_settings_of
     from vistune.models.families import load_vlm
 
-    settings = resolve_prompt_settings(
-        config.model,
-        question=config.question,
-        answer_template=config.answer_template,
-        max_new_tokens=config.max_new_tokens,
-        num_crops=config.num_crops,
-    )
+    settings = prompt_settings_of(config)
     vlm = load_vlm(
         config.model,
         num_crops=settings["num_crops"],

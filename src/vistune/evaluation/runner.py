@@ -159,15 +159,21 @@ def resolve_prompt_settings(
     return settings
 
 
-def resolve_config(config: EvaluateConfig) -> EvaluateConfig:
-    """`config` with the run's prompt settings and dataset filled in."""
-    settings = resolve_prompt_settings(
+def prompt_settings_of(config: Any) -> dict[str, Any]:
+    """`resolve_prompt_settings` for a command config (evaluate, predict, serve) that carries
+    `model`, `question`, `answer_template`, `max_new_tokens` and `num_crops`."""
+    return resolve_prompt_settings(
         config.model,
         question=config.question,
         answer_template=config.answer_template,
         max_new_tokens=config.max_new_tokens,
         num_crops=config.num_crops,
     )
+
+
+def resolve_config(config: EvaluateConfig) -> EvaluateConfig:
+    """`config` with the run's prompt settings and dataset filled in."""
+    settings = prompt_settings_of(config)
     data = config.data or (Path(settings["run_data"]) if settings["run_data"] else None)
     if data is None:
         raise ConfigError(

@@ -19,24 +19,14 @@ from vistune.serve.predictor import Predictor
 def load_predictor(config: ServeConfig) -> Predictor:
     """Load the model on the configured device with the question and answer format it was
     trained with (read from the run's config.yaml, as `vistune evaluate` does)."""
-    import torch
-
-    from vistune.evaluation.runner import resolve_prompt_settings
+    from vistune.evaluation.runner import model_load_args, prompt_settings_of
     from vistune.models.families import load_vlm
 
-    settings = resolve_prompt_settings(
-        config.model,
-        question=config.question,
-        answer_template=config.answer_template,
-        max_new_tokens=config.max_new_tokens,
-        num_crops=config.num_crops,
-    )
-    cuda = config.device == "cuda" or (config.device == "auto" and torch.cuda.is_available())
+    settings = prompt_settings_of(config)
     vlm = load_vlm(
         config.model,
-        dtype=torch.bfloat16 if cuda else torch.float32,
-        device_map={"": 0} if cuda else None,
         num_crops=settings["num_crops"],
+        **model_load_args(config.device, "auto"),
     )
     vlm.model.eval()
     return Predictor(
