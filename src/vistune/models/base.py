@@ -98,6 +98,9 @@ class ModelFamily(ABC):
         )
 
     @abstractmethod
+    def model_class(self) -> type[PreTrainedModel]:
+        """The transformers class whose `from_pretrained` loads this family's weights."""
+
     def load_model(
         self,
         folder: str | Path,
@@ -107,6 +110,14 @@ class ModelFamily(ABC):
         quantization_config: Any = None,
     ) -> PreTrainedModel:
         """The model weights only, from safetensors (never pickles, never remote code)."""
+        return self.model_class().from_pretrained(
+            folder,
+            dtype=dtype,
+            device_map=device_map,
+            quantization_config=quantization_config,
+            trust_remote_code=False,
+            use_safetensors=True,
+        )
 
     @abstractmethod
     def load_processor(

@@ -178,23 +178,10 @@ class Phi3VFamily(ModelFamily):
     def matches(cls, config: dict[str, Any]) -> bool:
         return config.get("model_type") == "phi3_v"
 
-    def load_model(
-        self,
-        folder: str | Path,
-        *,
-        dtype: torch.dtype = torch.float32,
-        device_map: Any = None,
-        quantization_config: Any = None,
-    ) -> Any:
+    def model_class(self) -> type[Any]:
         from vistune.models.phi3v import Phi3VForCausalLM
 
-        return Phi3VForCausalLM.from_pretrained(
-            folder,
-            dtype=dtype,
-            device_map=device_map,
-            quantization_config=quantization_config,
-            use_safetensors=True,  # never unpickle weights
-        )
+        return Phi3VForCausalLM
 
     def load_processor(
         self, folder: str | Path, *, num_crops: int | None = None, model: Any = None
@@ -311,24 +298,10 @@ class NativeFamily(ModelFamily):
 
         return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-    def load_model(
-        self,
-        folder: str | Path,
-        *,
-        dtype: torch.dtype = torch.float32,
-        device_map: Any = None,
-        quantization_config: Any = None,
-    ) -> Any:
+    def model_class(self) -> type[Any]:
         from transformers import AutoModelForImageTextToText
 
-        return AutoModelForImageTextToText.from_pretrained(
-            folder,
-            dtype=dtype,
-            device_map=device_map,
-            quantization_config=quantization_config,
-            trust_remote_code=False,
-            use_safetensors=True,  # never unpickle weights
-        )
+        return AutoModelForImageTextToText
 
     def load_processor(
         self, folder: str | Path, *, num_crops: int | None = None, model: Any = None
