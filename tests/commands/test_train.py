@@ -11,38 +11,22 @@ from typer.testing import CliRunner
 from vistune.cli import app
 
 
-def run_cli(*args: str):
-    result = CliRunner().invoke(app, ["train", *args])
+def run_cli(data: Path, output: Path, *args: str):
+    """`vistune train --data DATA --model tiny --output OUTPUT ARGS...` -> (result, message)."""
+    command = ["train", "--data", str(data), "--model", "tiny", "--output", str(output), *args]
+    result = CliRunner().invoke(app, command)
     return result, (result.stderr or result.output).strip()
 
 
 def test_unknown_key(tmp_path: Path) -> None:
-    result, message = run_cli(
-        "--data",
-        str(tmp_path),
-        "--model",
-        "tiny",
-        "--output",
-        str(tmp_path / "r"),
-        "--set",
-        "lerning_rate=1e-4",
-    )
+    result, message = run_cli(tmp_path, tmp_path / "r", "--set", "lerning_rate=1e-4")
     assert result.exit_code == 1
     assert "unknown key 'lerning_rate'" in message
     assert len(message.splitlines()) == 1
 
 
 def test_qlora_on_cpu(tmp_path: Path) -> None:
-    result, message = run_cli(
-        "--data",
-        str(tmp_path),
-        "--model",
-        "tiny",
-        "--output",
-        str(tmp_path / "r"),
-        "--method",
-        "qlora",
-    )
+    result, message = run_cli(tmp_path, tmp_path / "r", "--method", "qlora")
     assert result.exit_code == 1
     assert "qlora needs a CUDA GPU" in message
     assert len(message.splitlines()) == 1
@@ -51,16 +35,7 @@ def test_qlora_on_cpu(tmp_path: Path) -> None:
 def test_empty_dataset_dir(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    result, message = run_cli(
-        "--data",
-        str(empty),
-        "--model",
-        "tiny",
-        "--output",
-        str(tmp_path / "r"),
-        "--report-to",
-        "none",
-    )
+    result, message = run_cli(empty, tmp_path / "r", "--report-to", "none")
     assert result.exit_code == 1
     assert "train" in message and str(empty) in message
     assert len(message.splitlines()) == 1
@@ -71,16 +46,7 @@ def test_empty_train_split(prepared_dir: Path, tmp_path: Path) -> None:
     data.mkdir()
     frame = pd.read_parquet(prepared_dir / "train.parquet").head(0)
     frame.to_parquet(data / "train.parquet")
-    result, message = run_cli(
-        "--data",
-        str(data),
-        "--model",
-        "tiny",
-        "--output",
-        str(tmp_path / "r"),
-        "--report-to",
-        "none",
-    )
+    result, message = run_cli(data, tmp_path / "r", "--report-to", "none")
     assert result.exit_code == 1
     assert "train split has no rows" in message
 
@@ -90,16 +56,7 @@ def test_missing_train_split(prepared_dir: Path, tmp_path: Path) -> None:
     data.mkdir()
     for split in ("validation", "test"):
         (data / f"{split}.parquet").write_bytes((prepared_dir / f"{split}.parquet").read_bytes())
-    result, message = run_cli(
-        "--data",
-        str(data),
-        "--model",
-        "tiny",
-        "--output",
-        str(tmp_path / "r"),
-        "--report-to",
-        "none",
-    )
+    result, message = run_cli(data, tmp_path / "r", "--report-to", "none")
     assert result.exit_code == 1
     assert "train" in message
     assert len(message.splitlines()) == 1
@@ -111,31 +68,12 @@ def test_missing_tracker_package(tmp_path: Path, tracker: str) -> None:
 
     if importlib.util.find_spec(tracker) is not None:
         pytest.skip(f"{tracker} is installed here")
-    result, message = run_cli(
-        "--data",
-        str(tmp_path),
-        "--model",
-        "tiny",
-        "--output",
-        str(tmp_path / "r"),
-        "--report-to",
-        tracker,
-    )
+    result, message = run_cli(tmp_path, tmp_path / "r", "--report-to", tracker)
     assert result.exit_code == 1
     assert f"pip install {tracker}" in message
 
 
 def test_resume_without_checkpoint(tmp_path: Path) -> None:
-    result, message = run_cli(
-        "--data",
-        str(tmp_path),
-        "--model",
-        "tiny",
-        "--output",
-        str(tmp_path / "r"),
-        "--resume",
-        "--report-to",
-        "none",
-    )
+    result, message = run_cli(tmp_path, tmp_path / "r", "--resume", "--report-to", "none")
     assert result.exit_code == 1
     assert "no complete checkpoint" in message
