@@ -54,6 +54,7 @@ from vistune.data.prices import PriceError, parse_price
 from vistune.data.sources import SourceTable, read_source
 from vistune.data.splits import assign_splits, group_rows
 from vistune.errors import DataError, ImageError
+from vistune.progress import make_progress
 
 IMAGES_DIR = "images"
 CACHE_DIR = ".cache"
@@ -370,15 +371,6 @@ def process_images(
     refs: dict[str, ImageRef], config: PrepareConfig, out: Path, show_progress: bool
 ) -> dict[str, dict[str, Any] | Drop]:
     """Result per distinct image: the journal entry of the stored file, or why it failed."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     images_dir = out / IMAGES_DIR
     settings = f"{config.max_image_side}:{config.max_image_pixels}"
     tag = hashlib.sha1(settings.encode()).hexdigest()[:12]
@@ -395,14 +387,7 @@ def process_images(
                 todo.append(ref)
         urls = [r for r in todo if r.kind == "url"]
         local = [r for r in todo if r.kind != "url"]
-        progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            disable=not show_progress,
-        )
+        progress = make_progress(show_progress)
 
         def finish(ref: ImageRef, data: bytes) -> dict[str, Any] | Drop:
             try:

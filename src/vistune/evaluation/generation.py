@@ -124,19 +124,8 @@ def predictions_from_answers(
 @contextmanager
 def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[int], None]]:
     """A rich progress bar when enabled, a no-op otherwise; yields `advance(n)`."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from vistune.progress import make_progress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+    with make_progress(enabled) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)
