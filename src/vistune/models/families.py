@@ -99,6 +99,32 @@ def _append_answers(
     return BatchFeature(data=data)
 
 
+#: Config attributes that name a multimodal placeholder id (transformers' native models).
+PLACEHOLDER_ID_ATTRIBUTES = (
+    "image_token_id",
+    "image_token_index",
+    "video_token_id",
+    "video_token_index",
+)
+
+
+def placeholder_token_ids(model: Any, processor: Any) -> list[int]:
+    """Every id that marks an image (or video) slot for this model and processor.
+
+    Generation must never emit one: the model would read a generated placeholder as a slot to
+    fill with image features that do not exist (native models raise, Phi-3-vision did too).
+    """
+    ids: set[int] = set()
+    configs = [getattr(model, "config", None)]
+    configs.append(getattr(configs[0], "text_config", None))
+    for source in (*configs, processor):
+        for attribute in PLACEHOLDER_ID_ATTRIBUTES:
+            value = getattr(source, attribute, None) if source is not None else None
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                ids.add(value)
+    return sorted(ids)
+
+
 def _greedy_generate(
     vlm: VisionLanguageModel,
     batch: BatchFeature,
@@ -107,7 +133,11 @@ def _greedy_generate(
     pad_token_id: int,
     max_new_tokens: int,
 ) -> list[str]:
-    """Greedy KV-cached generation on a left-padded batch; returns the new text, stripped."""
+    """Greedy KV-cached generation on a left-padded batch; returns the new text, stripped.
+
+    Image placeholder ids are suppressed (their logit is -inf at every step), so a model that
+    prefers one, such as an untrained model, answers with its next-best token instead.
+    """
     model = vlm.model
     device = next(model.parameters()).device
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
@@ -128,6 +158,7 @@ def _greedy_generate(
             use_cache=True,
             eos_token_id=list(dict.fromkeys(stop_ids)),
             pad_token_id=pad_token_id,
+            suppress_tokens=placeholder_token_ids(model, vlm.processor) or None,
         )
     finally:
         model.train(was_training)
@@ -602,5 +633,6 @@ __all__ = [
     "cache_root",
     "family_for",
     "load_vlm",
+    "placeholder_token_ids",
     "tiny_model_dir",
 ]

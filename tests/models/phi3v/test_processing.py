@@ -53,9 +53,14 @@ def test_batch_expands_placeholders_and_pads(processor, side):
     assert not (image_mask & ~mask.bool()).any()
 
     pad = processor.pad_token_id
-    for i in range(3):
+    for i, images_in_row in enumerate([1, 0, 2]):
         row = _unpadded(batch, i)
-        assert row[0] == processor.bos_token_id and row.count(processor.bos_token_id) == 1
+        # Official layout: one BOS per text chunk, i.e. at the start and after each image run.
+        assert row[0] == processor.bos_token_id
+        assert row.count(processor.bos_token_id) == 1 + images_in_row
+        image = [t == processor.image_token_id for t in row]
+        run_ends = [k for k in range(len(row) - 1) if image[k] and not image[k + 1]]
+        assert all(row[k + 1] == processor.bos_token_id for k in run_ends)
         padding = ids[i][~mask[i].bool()]
         assert (padding == pad).all()
         n = len(row)
@@ -68,10 +73,11 @@ def test_batch_expands_placeholders_and_pads(processor, side):
     tail = processor.tokenizer("\nfirst<|end|>\n<|assistant|>\n", add_special_tokens=False)
     row0 = _unpadded(batch, 0)
     assert row0[-len(tail["input_ids"]) :] == tail["input_ids"]
-    # The image run of row 0 is one contiguous block right after "<|user|>\n".
+    # The image run of row 0 is one contiguous block right after "<|user|>\n", then a BOS.
     head = processor.tokenizer("<|user|>\n", add_special_tokens=False)["input_ids"]
     start = 1 + len(head)
     assert row0[start : start + expected[0]] == [processor.image_token_id] * expected[0]
+    assert row0[start + expected[0]] == processor.bos_token_id
 
 
 def test_left_and_right_padding_hold_the_same_rows(processor):

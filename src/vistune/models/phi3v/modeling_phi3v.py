@@ -265,7 +265,7 @@ class Phi3VModel(Phi3VPreTrainedModel, Phi3Model):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
@@ -275,13 +275,19 @@ class Phi3VModel(Phi3VPreTrainedModel, Phi3Model):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
         if inputs_embeds is None:
-            inputs_embeds = self.embed_multimodal(input_ids, pixel_values, image_sizes)
+            decoding = pixel_values is None and cache is not None and cache.get_seq_length() > 0
+            if decoding:
+                # A decode step continues a prompt whose images are already in the cache: its
+                # ids are generated text, never image slots, even if one equals `<|image|>`.
+                inputs_embeds = self.embed_tokens(input_ids.clamp(min=0))
+            else:
+                inputs_embeds = self.embed_multimodal(input_ids, pixel_values, image_sizes)
         elif pixel_values is not None:
             raise ValueError("pixel_values need input_ids to locate the image placeholders.")
         return super().forward(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -308,7 +314,7 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
@@ -321,7 +327,7 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             pixel_values=pixel_values,
             image_sizes=image_sizes,
@@ -343,7 +349,7 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
         return CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
+            cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
@@ -351,7 +357,7 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
@@ -367,16 +373,16 @@ class Phi3VForCausalLM(Phi3VPreTrainedModel, GenerationMixin):
         """
         original_max = self.config.original_max_position_embeddings
         if (
-            past_key_values is not None
+            cache is not None
             and input_ids.shape[1] > original_max
-            and past_key_values.get_seq_length() <= original_max
+            and cache.get_seq_length() <= original_max
         ):
-            past_key_values.reset()
+            cache.reset()
             kwargs["next_sequence_length"] = None
             is_first_iteration = True
         model_inputs = super().prepare_inputs_for_generation(
             input_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
             is_first_iteration=is_first_iteration,

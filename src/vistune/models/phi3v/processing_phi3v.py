@@ -3,8 +3,15 @@
 The official processor takes one string at a time, writes the k-th image's tokens as the
 negative id `-k` and cannot pad a batch. This one takes several texts and a flat list of
 images, expands each `<|image_k|>` placeholder to that image's number of `<|image|>` tokens
-(a real vocabulary id, so nothing negative can reach embeddings or labels), puts BOS at the
-start of each text, pads left or right with `<|endoftext|>` and returns attention masks.
+(a real vocabulary id, so nothing negative can reach embeddings or labels), pads left or
+right with `<|endoftext|>` and returns attention masks.
+
+The token layout is the official one, because a pretrained Phi-3-vision has only ever seen
+that: the text is split at the `<|image_k|>` placeholders and every chunk is tokenized on
+its own, as `tokenizer(chunk)` does in Microsoft's processor. So every chunk starts with BOS
+(a BOS follows each image run) and the tokenizer's normalizer sees each chunk as the start
+of a text (the SentencePiece-style "▁" prefix of the released tokenizer lands at the start
+of the chunk after an image run, not where it would fall in the joined string).
 
 Placeholders are numbered per text, from 1: in each text `<|image_1|>` .. `<|image_n|>`
 name that text's images, and the flat `images` list holds text 0's images, then text 1's,
@@ -148,16 +155,18 @@ class Phi3VProcessor(ProcessorMixin):
             image_inputs = dict(self.image_processor(images, num_crops=num_crops))
             counts = list(image_inputs.pop("num_img_tokens"))
 
-        # Tokenize every text chunk in one call (fast tokenizer, batched).
+        # Tokenize every text chunk on its own, in one call (fast tokenizer, batched).
         chunks_per_text = [PLACEHOLDER.split(t)[::2] for t in texts]
         flat_chunks = [c for chunks in chunks_per_text for c in chunks]
         flat_ids = self.tokenizer(flat_chunks, add_special_tokens=False)["input_ids"]
+        bos = [self.bos_token_id] if add_bos and self.bos_token_id is not None else []
 
         rows: list[list[int]] = []
         position = offset = 0
         for chunks, ids in zip(chunks_per_text, image_ids_per_text, strict=True):
-            row = [self.bos_token_id] if add_bos and self.bos_token_id is not None else []
+            row: list[int] = []
             for j in range(len(chunks)):
+                row.extend(bos)  # official: every chunk is `tokenizer(chunk)`, BOS included
                 row.extend(flat_ids[position + j])
                 if j < len(ids):
                     row.extend([self.image_token_id] * counts[offset + ids[j] - 1])
