@@ -8,6 +8,8 @@ vision tower under LoRA gets LoRA on its own linear layers.
 
 from __future__ import annotations
 
+import warnings
+
 import importlib.util
 import logging
 from collections.abc import Iterable, Sequence
@@ -171,7 +173,13 @@ def prepare_model(vlm: VisionLanguageModel, config: TrainConfig) -> torch.nn.Mod
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft reads `model.is_gradient_checkpointing`, deprecated by transformers 5.24 in
+        # favour of `is_activation_checkpointing`; the call is peft's, not the user's to fix.
+        warnings.filterwarnings(
+            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        return get_peft_model(model, lora)
 
 
 def set_adapter_base(model: torch.nn.Module, base_source: str | Path) -> None:
