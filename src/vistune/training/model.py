@@ -8,10 +8,9 @@ vision tower under LoRA gets LoRA on its own linear layers.
 
 from __future__ import annotations
 
-import warnings
-
 import importlib.util
 import logging
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
