@@ -22,7 +22,7 @@ import torch
 
 from vistune.errors import ConfigError
 from vistune.training.config import TrainConfig
-from vistune.training.model import set_adapter_base
+from vistune.training.model import has_prefix, set_adapter_base
 
 
 def _env_flag(name: str) -> bool:
@@ -38,21 +38,34 @@ def requested_strategy(config: TrainConfig) -> str:
     return "none"
 
 
-def layer_classes(model: torch.nn.Module) -> list[str]:
+def layer_classes(
+    model: torch.nn.Module, vision_prefixes: tuple[str, ...] = (), trained_vision: bool = True
+) -> list[str]:
     """The family's repeated layers: `_no_split_modules` classes that sit in a ModuleList.
 
     For Phi-3-vision these are the decoder layers and the CLIP encoder layers; the image
-    embedding module (also unsplittable, but one per model) is left to the root shard.
+    embedding module (also unsplittable, but one per model) stays in the root shard. Layers
+    under `vision_prefixes` are left out when nothing of the vision side is trained: the
+    model then skips the tower on image-free batches, and a separately sharded tower would
+    all-gather on some ranks only. In the root shard every rank gathers it every step.
     """
     names = set(getattr(model, "_no_split_modules", None) or [])
     found: list[str] = []
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList):
-            for layer in module:
-                name = type(layer).__name__
-                if name in names and name not in found:
-                    found.append(name)
+    for path, module in model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList):
+            continue
+        if not trained_vision and has_prefix(path, vision_prefixes):
+            continue
+        for layer in module:
+            name = type(layer).__name__
+            if name in names and name not in found:
+                found.append(name)
     return found
+
+
+def vision_trained(model: torch.nn.Module, prefixes: tuple[str, ...]) -> bool:
+    """True when any parameter under `prefixes` (vision tower, projector) is trained."""
+    return any(p.requires_grad for n, p in model.named_parameters() if has_prefix(n, prefixes))
 
 
 def sharding_arguments(
@@ -104,6 +117,18 @@ def describe_strategy(config: TrainConfig, wrap_classes: list[str] | None) -> st
     if strategy == "deepspeed":
         return "DeepSpeed (from the accelerate launch config)"
     return "none (DDP when launched with several processes)"
+
+
+def check_launch(requested: str, args: Any) -> None:
+    """FSDP needs a distributed launch (also with one GPU); say how before any weights load."""
+    from transformers.training_args import ParallelMode
+
+    if requested == "fsdp" and args.parallel_mode != ParallelMode.DISTRIBUTED:
+        raise ConfigError(
+            "fsdp.enabled needs a distributed launch, one process per GPU: `accelerate launch "
+            "--config_file configs/accelerate/fsdp2.yaml -m vistune.cli train ...` or "
+            "`torchrun --nproc_per_node N -m vistune.cli train ...`; or set fsdp.enabled=false"
+        )
 
 
 def check_strategy(requested: str, accelerator: Any) -> None:

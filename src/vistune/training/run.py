@@ -20,12 +20,14 @@ from vistune.errors import ConfigError
 from vistune.models.base import VisionLanguageModel
 from vistune.training.config import TrainConfig
 from vistune.training.distributed import (
+    check_launch,
     check_strategy,
     describe_strategy,
     layer_classes,
     requested_strategy,
     save_full_model,
     sharding_arguments,
+    vision_trained,
 )
 from vistune.training.data import (
     CatalogDataset,
@@ -280,6 +282,7 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     )
     eval_set = load_eval_dataset(config)
     args = training_arguments(config, run_dir, precision, eval_set is not None)
+    check_launch(requested_strategy(config), args)
     main = args.process_index == 0
     console = Console(stderr=True, highlight=False)
     if main:
@@ -289,7 +292,10 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
     answer_lengths = check_answer_lengths(config, train_set, tokenizer)
     model = prepare_model(vlm, config)
-    wrap_classes = layer_classes(vlm.model)
+    vision = (*vlm.family.vision_tower_prefixes, *vlm.family.projector_prefixes)
+    wrap_classes = layer_classes(
+        vlm.model, tuple(vlm.family.vision_tower_prefixes), vision_trained(vlm.model, vision)
+    )
     sharding = sharding_arguments(config, wrap_classes)
     if sharding:
         args = training_arguments(config, run_dir, precision, eval_set is not None, sharding)
