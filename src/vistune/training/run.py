@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from transformers import set_seed
 
 from vistune.errors import ConfigError
 from vistune.models.base import VisionLanguageModel
@@ -291,6 +292,9 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     vlm, base_source = load_base(config, run_dir, args, compute_dtype)
     tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
     answer_lengths = check_answer_lengths(config, train_set, tokenizer)
+    # LoRA initialises its A matrices from the global RNG: seed it, or the start point depends
+    # on whatever ran before in this process (and a rerun or a 1-vs-N-process run differ)
+    set_seed(config.seed)
     model = prepare_model(vlm, config)
     vision = (*vlm.family.vision_tower_prefixes, *vlm.family.projector_prefixes)
     wrap_classes = layer_classes(
