@@ -68,9 +68,7 @@ def vision_trained(model: torch.nn.Module, prefixes: tuple[str, ...]) -> bool:
     return any(p.requires_grad for n, p in model.named_parameters() if has_prefix(n, prefixes))
 
 
-def sharding_arguments(
-    config: TrainConfig, wrap_classes: list[str] | None
-) -> dict[str, Any]:
+def sharding_arguments(config: TrainConfig, wrap_classes: list[str] | None) -> dict[str, Any]:
     """`TrainingArguments` keyword arguments for the configured strategy (empty for none)."""
     if config.deepspeed is not None:
         deepspeed = config.deepspeed

@@ -18,8 +18,14 @@ from rich.console import Console
 from transformers import set_seed
 
 from vistune.errors import ConfigError
-from vistune.models.base import VisionLanguageModel
 from vistune.training.config import TrainConfig
+from vistune.training.data import (
+    CatalogDataset,
+    VlmCollator,
+    answer_token_lengths,
+    approximate_lengths,
+    format_answers,
+)
 from vistune.training.distributed import (
     check_launch,
     check_strategy,
@@ -29,13 +35,6 @@ from vistune.training.distributed import (
     save_full_model,
     sharding_arguments,
     vision_trained,
-)
-from vistune.training.data import (
-    CatalogDataset,
-    VlmCollator,
-    answer_token_lengths,
-    approximate_lengths,
-    format_answers,
 )
 from vistune.training.knobs import describe_batch, render_knobs
 from vistune.training.model import (
