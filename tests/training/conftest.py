@@ -12,12 +12,9 @@ import pytest
 from vistune.training import TrainConfig
 
 
-def tiny_config(data: Path, model: Path, output: Path, **overrides: Any) -> TrainConfig:
-    """A small, fast TrainConfig: tiny model, no trackers, no workers, few steps."""
+def tiny_config(**overrides: Any) -> TrainConfig:
+    """A small, fast TrainConfig (give data, model, output): no trackers or workers, 4 steps."""
     values: dict[str, Any] = {
-        "data": str(data),
-        "model": str(model),
-        "output": str(output),
         "method": "full",
         "max_steps": 4,
         "per_device_batch_size": 4,
@@ -38,7 +35,7 @@ def tiny_config(data: Path, model: Path, output: Path, **overrides: Any) -> Trai
 @pytest.fixture(scope="session")
 def config_on_fixtures(prepared_dir: Path, tiny_phi3v_dir: Path) -> Callable[..., TrainConfig]:
     """`tiny_config` on the shared tiny catalog and model; call with `output=` + overrides."""
-    return functools.partial(tiny_config, prepared_dir, tiny_phi3v_dir)
+    return functools.partial(tiny_config, data=str(prepared_dir), model=str(tiny_phi3v_dir))
 
 
 @pytest.fixture
