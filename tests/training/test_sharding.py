@@ -17,6 +17,7 @@ from vistune.models.families import load_vlm
 from vistune.training import TrainConfig, run_training
 from vistune.training.distributed import (
     _write_final,
+    check_strategy,
     describe_strategy,
     layer_classes,
     requested_strategy,
@@ -170,3 +171,19 @@ def test_a_failed_save_leaves_no_final_that_looks_complete(
     _write_final(vlm.model, vlm.model.state_dict(), vlm, str(tiny_phi3v_dir), final)
     updated = load_vlm(str(final)).model.state_dict()
     assert any(not torch.equal(updated[k], first[k]) for k in first)
+
+
+def test_a_strategy_accelerate_did_not_set_up_is_refused() -> None:
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    def accelerator(kind: DistributedType) -> SimpleNamespace:
+        return SimpleNamespace(distributed_type=kind, device="cpu", num_processes=2)
+
+    with pytest.raises(ConfigError, match="fsdp was requested but accelerate set up MULTI_CPU"):
+        check_strategy("fsdp", accelerator(DistributedType.MULTI_CPU))
+    with pytest.raises(ConfigError, match="deepspeed was requested but accelerate set up FSDP"):
+        check_strategy("deepspeed", accelerator(DistributedType.FSDP))
+    check_strategy("fsdp", accelerator(DistributedType.FSDP))
+    check_strategy("none", accelerator(DistributedType.MULTI_CPU))

@@ -137,12 +137,12 @@ def check_strategy(requested: str, accelerator: Any) -> None:
     wanted = {"fsdp": DistributedType.FSDP, "deepspeed": DistributedType.DEEPSPEED}.get(requested)
     if wanted is None or actual == wanted:
         return
-    device = accelerator.device
     raise ConfigError(
-        f"{requested} was requested but accelerate set up {actual.value} on {device} "
-        f"({accelerator.num_processes} process(es)): accelerate's {requested} needs a GPU "
-        "(or other accelerator) per process; on this machine train without sharding "
-        "(fsdp.enabled=false, no deepspeed; launch with configs/accelerate/ddp.yaml)"
+        f"{requested} was requested but accelerate set up {actual.value} on "
+        f"{accelerator.device} ({accelerator.num_processes} process(es)): accelerate runs "
+        f"{requested} only with one GPU (or other accelerator) per process, started by "
+        "`accelerate launch` or `torchrun`; without one, train unsharded "
+        "(fsdp.enabled=false, no deepspeed, configs/accelerate/ddp.yaml)"
     )
 
 
