@@ -34,6 +34,28 @@ class LoraSection(VistuneConfig):
     target_modules: list[str] | None = None
 
 
+FsdpStateDict = Literal["SHARDED_STATE_DICT", "FULL_STATE_DICT"]
+
+
+class FsdpSection(VistuneConfig):
+    """Fully sharded data parallel (torch FSDP2 through accelerate); off unless `enabled`.
+
+    Needs an accelerator device per process (accelerate's FSDP accepts no CPU-only run;
+    vistune refuses such a run instead of letting accelerate fall back to DDP).
+    `wrap_classes: null` shards the family's repeated layers: the decoder layers and the
+    vision-encoder layers (Phi-3-vision: Phi3DecoderLayer, CLIPEncoderLayer).
+    `state_dict_type` is the layout of `checkpoint-N` (sharded: one file per rank, fast;
+    full: gathered on rank 0); `final/` is always a full, loadable model.
+    """
+
+    enabled: bool = False
+    version: Literal[2] = 2
+    wrap_classes: list[str] | None = None
+    state_dict_type: FsdpStateDict = "SHARDED_STATE_DICT"
+    offload: bool = False
+    reshard_after_forward: bool = True
+
+
 class WandbSection(VistuneConfig):
     """W&B run naming; the mode (online/offline) is decided by `vistune.tracking`."""
 
@@ -88,6 +110,11 @@ class TrainConfig(VistuneConfig):
     eval_generate_samples: int = Field(16, ge=0)
     eval_batch_size: int = Field(8, ge=1)
 
+    # sharding past one GPU (see README "More than one GPU"); none means DDP or one process
+    fsdp: FsdpSection = Field(default_factory=FsdpSection)
+    #: DeepSpeed config: a JSON file path or the config itself as a mapping
+    deepspeed: Path | dict[str, Any] | None = None
+
     # tracking
     report_to: list[Tracker] = Field(default_factory=lambda: ["wandb"])
     wandb: WandbSection = Field(default_factory=WandbSection)
@@ -118,6 +145,8 @@ class TrainConfig(VistuneConfig):
     def _consistent(self) -> TrainConfig:
         if "none" in self.report_to and len(self.report_to) > 1:
             raise ValueError("report_to: 'none' cannot be combined with other trackers")
+        if self.fsdp.enabled and self.deepspeed is not None:
+            raise ValueError("fsdp.enabled and deepspeed cannot both be set; choose one")
         return self
 
     @property

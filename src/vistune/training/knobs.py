@@ -66,6 +66,7 @@ def render_knobs(
     precision: str,
     world_size: int,
     num_crops: int | None = None,
+    strategy: str | None = None,
 ) -> str:
     """Human-readable block printed at the start of `vistune train`."""
     effective = config.per_device_batch_size * config.gradient_accumulation_steps * world_size
@@ -77,6 +78,7 @@ def render_knobs(
         f"batch            {config.per_device_batch_size} per device x "
         f"{config.gradient_accumulation_steps} accumulation x {world_size} process(es) "
         f"= {effective} samples/step",
+        f"sharding         {strategy or 'none'}",
         f"crops            num_crops={num_crops or config.num_crops or 'model default'}; "
         f"pixel_values {knobs.pixel_values_shape}",
         f"tokens/sample    {knobs.tokens_per_sample:.1f} total, "

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
+from transformers import set_seed
 
 from vistune.errors import ConfigError
-from vistune.models.base import VisionLanguageModel
 from vistune.training.config import TrainConfig
 from vistune.training.data import (
     CatalogDataset,
@@ -27,13 +26,22 @@ from vistune.training.data import (
     approximate_lengths,
     format_answers,
 )
+from vistune.training.distributed import (
+    check_launch,
+    check_strategy,
+    describe_strategy,
+    layer_classes,
+    requested_strategy,
+    save_full_model,
+    sharding_arguments,
+    vision_trained,
+)
 from vistune.training.knobs import describe_batch, render_knobs
 from vistune.training.model import (
     check_method_supported,
     count_parameters,
     prepare_model,
     quantization_config,
-    set_adapter_base,
 )
 from vistune.training.trainer import GenerationEval, VistuneTrainer, write_json
 
@@ -179,7 +187,14 @@ def check_answer_lengths(config: TrainConfig, dataset: CatalogDataset, tokenizer
     return lengths
 
 
-def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_eval: bool):
+def training_arguments(
+    config: TrainConfig,
+    run_dir: Path,
+    precision: str,
+    has_eval: bool,
+    sharding: dict[str, Any] | None = None,
+):
+    """The Trainer's arguments; `sharding` adds `fsdp`/`fsdp_config` or `deepspeed`."""
     from transformers import TrainingArguments
 
     # Frozen parameters are not DDP's concern (only trainable ones are reduced), and the model
@@ -189,6 +204,9 @@ def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_e
     find_unused = config.train_vision_tower
     evaluate = has_eval and config.eval_steps is not None
     warmup: float = config.warmup_steps if config.warmup_steps is not None else config.warmup_ratio
+    sharding = sharding or {}
+    # under FSDP, activation checkpointing is FSDP's own (set in fsdp_config)
+    checkpointing = config.gradient_checkpointing and "fsdp" not in sharding
     return TrainingArguments(
         output_dir=str(run_dir),
         run_name=config.wandb.name or run_dir.name,
@@ -210,10 +228,8 @@ def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_e
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=config.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False}
-        if config.gradient_checkpointing
-        else None,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         logging_strategy="steps",
         logging_steps=config.logging_steps,
         eval_strategy="steps" if evaluate else "no",
@@ -227,23 +243,8 @@ def training_arguments(config: TrainConfig, run_dir: Path, precision: str, has_e
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=find_unused,
         disable_tqdm=True,
+        **sharding,
     )
-
-
-def save_final(
-    trainer: VistuneTrainer, vlm: VisionLanguageModel, base_source: str, final_dir: Path
-) -> None:
-    """Adapter + processor (LoRA/QLoRA) or full weights + processor, loadable by load_vlm."""
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    final_dir.mkdir(parents=True)
-    if hasattr(model, "peft_config"):
-        set_adapter_base(model, base_source)
-        model.save_pretrained(final_dir)
-        vlm.family.save_processor(vlm.processor, final_dir)
-    else:
-        VisionLanguageModel(model, vlm.processor, vlm.family, vlm.source).save(final_dir)
 
 
 def log_final_artifact(run: Any, final_dir: Path, method: str) -> None:
@@ -281,6 +282,7 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     )
     eval_set = load_eval_dataset(config)
     args = training_arguments(config, run_dir, precision, eval_set is not None)
+    check_launch(requested_strategy(config), args)
     main = args.process_index == 0
     console = Console(stderr=True, highlight=False)
     if main:
@@ -289,7 +291,17 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
     vlm, base_source = load_base(config, run_dir, args, compute_dtype)
     tokenizer = getattr(vlm.processor, "tokenizer", vlm.processor)
     answer_lengths = check_answer_lengths(config, train_set, tokenizer)
+    # LoRA initialises its A matrices from the global RNG: seed it, or the start point depends
+    # on whatever ran before in this process (and a rerun or a 1-vs-N-process run differ)
+    set_seed(config.seed)
     model = prepare_model(vlm, config)
+    vision = (*vlm.family.vision_tower_prefixes, *vlm.family.projector_prefixes)
+    wrap_classes = layer_classes(
+        vlm.model, tuple(vlm.family.vision_tower_prefixes), vision_trained(vlm.model, vision)
+    )
+    sharding = sharding_arguments(config, wrap_classes)
+    if sharding:
+        args = training_arguments(config, run_dir, precision, eval_set is not None, sharding)
     collator = VlmCollator(vlm.family, vlm.processor)
 
     sample_batch = collator([train_set[i] for i in range(min(len(train_set), 8))])
@@ -301,7 +313,16 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
         image_processor = getattr(vlm.processor, "image_processor", None)
         crops = config.num_crops or getattr(image_processor, "num_crops", None)
         console.print(
-            render_knobs(config, params, knobs, answer_lengths, precision, args.world_size, crops),
+            render_knobs(
+                config,
+                params,
+                knobs,
+                answer_lengths,
+                precision,
+                args.world_size,
+                crops,
+                strategy=describe_strategy(config, wrap_classes),
+            ),
             markup=False,
         )
         write_json(
@@ -344,12 +365,12 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
         lengths=approximate_lengths(tokenizer, train_set) if config.group_by_length else None,
         generation_eval=generation_eval,
     )
+    check_strategy(requested_strategy(config), trainer.accelerator)
     try:
         output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         final_dir = run_dir / "final"
-        trainer.accelerator.wait_for_everyone()
+        save_full_model(trainer, vlm, base_source, final_dir)
         if main:
-            save_final(trainer, vlm, base_source, final_dir)
             log_final_artifact(run, final_dir, config.method)
         trainer.accelerator.wait_for_everyone()
     finally:

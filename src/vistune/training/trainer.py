@@ -14,6 +14,8 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,28 +50,32 @@ class GenerationEval:
     batch_size: int
     out_dir: Path
 
-    def __call__(self, model: torch.nn.Module, step: int) -> dict[str, float]:
-        from vistune.evaluation import generate_predictions, wandb_table
+    def __call__(
+        self, model: torch.nn.Module, step: int, accelerator: Any = None
+    ) -> dict[str, float]:
+        """Generate on every rank (each its share of rows), gather, score; call on all ranks.
+
+        Under FSDP or ZeRO-3 each forward all-gathers parameters, so a rank that skipped
+        generation would leave the others waiting in a collective. Every rank therefore
+        generates an equal-sized slice (the last rows repeated to fill it), with
+        transformers' synced stopping so ranks run the same number of forwards; the answers
+        are gathered and every rank returns the same metrics. Files and the W&B table are
+        written by the main process only.
+        """
+        from vistune.evaluation import predictions_from_answers, wandb_table
         from vistune.evaluation.metrics import compute_metrics
 
-        vlm = VisionLanguageModel(model, self.processor, self.family, self.source)
-        was_training = model.training
-        model.eval()
-        try:
-            predictions = generate_predictions(
-                vlm,
-                self.frame,
-                self.data_dir,
-                question=self.question,
-                template=self.template,
-                batch_size=self.batch_size,
-                max_new_tokens=self.max_new_tokens,
-            )
-        finally:
-            model.train(was_training)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        predictions.to_json(
-            self.out_dir / f"step-{step}.jsonl", orient="records", lines=True, force_ascii=False
+        world = accelerator.num_processes if accelerator is not None else 1
+        rank = accelerator.process_index if accelerator is not None else 0
+        rows = shard_rows(len(self.frame), world, rank)
+        answers = self._generate(model, rows, sharded=is_sharded(accelerator))
+        if world > 1:
+            from accelerate.utils import gather_object
+
+            answers = gather_object(answers)
+        by_row = dict(answers)
+        predictions = predictions_from_answers(
+            self.frame, [by_row[i] for i in range(len(self.frame))], self.template
         )
         metrics = compute_metrics(predictions)
         scalars = {
@@ -78,12 +84,87 @@ class GenerationEval:
             if isinstance(value, (int, float)) and not isinstance(value, bool)
             if not (isinstance(value, float) and math.isnan(value))
         }
-        import wandb
+        if accelerator is None or accelerator.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            predictions.to_json(
+                self.out_dir / f"step-{step}.jsonl",
+                orient="records",
+                lines=True,
+                force_ascii=False,
+            )
+            import wandb
 
-        if wandb.run is not None:
-            table = wandb_table(predictions, self.data_dir, limit=len(self.frame))
-            wandb.log({"eval/generations": table, "train/global_step": step})
+            if wandb.run is not None:
+                table = wandb_table(predictions, self.data_dir, limit=len(self.frame))
+                wandb.log({"eval/generations": table, "train/global_step": step})
         return scalars
+
+    def _generate(
+        self, model: torch.nn.Module, rows: list[int], sharded: bool
+    ) -> list[tuple[int, str]]:
+        from vistune.evaluation import generate_predictions
+
+        vlm = VisionLanguageModel(model, self.processor, self.family, self.source)
+        was_training = model.training
+        model.eval()
+        try:
+            with synced_generation(model, sharded):
+                predictions = generate_predictions(
+                    vlm,
+                    self.frame.iloc[rows],
+                    self.data_dir,
+                    question=self.question,
+                    template=self.template,
+                    batch_size=self.batch_size,
+                    max_new_tokens=self.max_new_tokens,
+                )
+        finally:
+            model.train(was_training)
+        return list(zip(rows, predictions["generated"].tolist(), strict=True))
+
+
+def shard_rows(total: int, world: int, rank: int) -> list[int]:
+    """Rank `rank`'s contiguous slice of `range(total)`, padded with the last row so every
+    rank gets the same count (equal generate calls on every rank)."""
+    per_rank = -(-total // world)
+    return [min(rank * per_rank + i, total - 1) for i in range(per_rank)]
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """True when parameters are sharded across ranks (FSDP, or DeepSpeed ZeRO-3)."""
+    if accelerator is None or accelerator.num_processes < 2:
+        return False
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    return plugin is not None and plugin.zero_stage == 3
+
+
+@contextmanager
+def synced_generation(model: torch.nn.Module, sharded: bool) -> Iterator[None]:
+    """Make `generate` keep stepping until every rank is done, for a sharded model.
+
+    transformers syncs generation (`synced_gpus`) for ZeRO-3 and for models its own FSDP2
+    loader wrapped, recognised by `_is_fsdp_managed_module`; a model sharded by accelerate
+    lacks that flag, so it is set on the generating modules for the duration of the call.
+    """
+    from transformers import GenerationMixin
+
+    flagged = []
+    if sharded:
+        for module in model.modules():
+            if isinstance(module, GenerationMixin) and not getattr(
+                module, "_is_fsdp_managed_module", False
+            ):
+                module._is_fsdp_managed_module = True
+                flagged.append(module)
+    try:
+        yield
+    finally:
+        for module in flagged:
+            del module._is_fsdp_managed_module
 
 
 @dataclass
@@ -146,9 +227,10 @@ class VistuneTrainer(Trainer):
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         metrics = super().evaluate(*args, **kwargs)
-        if self.generation_eval is not None and self.is_world_process_zero():
+        if self.generation_eval is not None:
+            # every rank takes part: a sharded model all-gathers in each forward
             model = self.accelerator.unwrap_model(self.model)
-            generated = self.generation_eval(model, self.state.global_step)
+            generated = self.generation_eval(model, self.state.global_step, self.accelerator)
             self.log(dict(generated))
             metrics.update(generated)
         # keep the throughput window to training time only
