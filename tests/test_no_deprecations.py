@@ -135,3 +135,31 @@ def test_training_step_and_its_eval_raise_no_deprecation(
         )
         run_training(config)
     assert vistune_deprecations == []
+
+
+def test_loading_a_lora_run_shows_no_future_warning(
+    prepared_dir: Path, tiny_phi3v_dir: Path, tmp_path: Path
+) -> None:
+    """What a user sees: peft's read of a deprecated transformers property is not shown."""
+    from vistune.models.families import load_vlm
+    from vistune.training import TrainConfig, run_training
+
+    config = TrainConfig.from_dict(
+        {
+            "data": str(prepared_dir),
+            "model": str(tiny_phi3v_dir),
+            "output": str(tmp_path / "lora"),
+            "method": "lora",
+            "max_steps": 1,
+            "per_device_batch_size": 2,
+            "eval_steps": None,
+            "save_steps": 1000,
+            "report_to": ["none"],
+            "dataloader_workers": 0,
+        }
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_training(config)
+        load_vlm(str(tmp_path / "lora"))
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []

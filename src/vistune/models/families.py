@@ -34,6 +34,7 @@ from transformers import BatchFeature
 
 from vistune.errors import ModelError
 from vistune.models.base import ModelFamily, VisionLanguageModel
+from vistune.models.compat import peft_wrapping
 
 logger = logging.getLogger(__name__)
 
@@ -614,7 +615,8 @@ def _load_adapter(
         raise ModelError(f"{adapter_dir}: cannot load the adapter's base model: {err}") from err
     family = family_for(_read_json(base_folder / "config.json"))
     model = family.load_model(base_folder, **model_kwargs)
-    model = PeftModel.from_pretrained(model, adapter_dir)
+    with peft_wrapping():
+        model = PeftModel.from_pretrained(model, adapter_dir)
     if merge and model_kwargs.get("quantization_config") is None:
         model = model.merge_and_unload()
     has_processor = any((adapter_dir / name).is_file() for name in PROCESSOR_FILES)

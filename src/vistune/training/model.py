@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 from vistune.errors import ConfigError
 from vistune.models.base import VisionLanguageModel
+from vistune.models.compat import peft_wrapping
 from vistune.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -172,12 +172,7 @@ def prepare_model(vlm: VisionLanguageModel, config: TrainConfig) -> torch.nn.Mod
         bias="none",
         task_type="CAUSAL_LM",
     )
-    with warnings.catch_warnings():
-        # peft reads `model.is_gradient_checkpointing`, deprecated by transformers 5.24 in
-        # favour of `is_activation_checkpointing`; the call is peft's, not the user's to fix.
-        warnings.filterwarnings(
-            "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning
-        )
+    with peft_wrapping():
         return get_peft_model(model, lora)
 
 
