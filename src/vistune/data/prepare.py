@@ -449,7 +449,6 @@ async def _download_all(
     """
     loop = asyncio.get_running_loop()
     bodies = asyncio.Semaphore(2 * options.concurrency)
-    verdicts: dict[tuple[str, int], str | None] = {}  # host check per run, not per URL
     results: dict[str, dict[str, Any] | Drop] = {}
     pending: set[asyncio.Future] = set()
     todo = iter(refs)  # shared by the workers; safe, they all run on this event loop
@@ -465,7 +464,7 @@ async def _download_all(
         for ref in todo:
             await bodies.acquire()
             try:
-                data = await fetch_bytes(client, ref.value, options, verdicts)
+                data = await fetch_bytes(client, ref.value, options)
             except FetchError as exc:
                 results[ref.key] = Drop(-1, exc.reason, exc.detail)
                 bodies.release()
