@@ -218,7 +218,9 @@ def _encode(image: Image.Image, *, lossless: bool) -> tuple[bytes, str]:
 
 
 def _describe(data: bytes) -> str:
+    """What the bytes look like, without quoting them: an error message ends up in
+    `dropped.jsonl` and HTTP answers, and a file's bytes may be a secret."""
     head = data[:16]
     if head.lstrip().startswith((b"<", b"{")):
-        return "looks like HTML/JSON text"
-    return f"{len(data)} bytes starting {head!r}"
+        return f"{len(data)} bytes that look like HTML/JSON text"
+    return f"{len(data)} bytes with no known image signature"

@@ -13,6 +13,12 @@ Every dropped row is counted by reason in the manifest and listed in `dropped.js
 with its source row; nothing disappears silently. Images are processed once per distinct
 source (URL, file or embedded bytes), recorded in a journal under `DIR/.cache/`, so a
 re-run after an interruption (even kill -9) skips everything already done.
+
+Output is atomic: everything is written into the hidden sibling `.DIR.partial` (started from
+the previous dataset's images by hard link) and swapped in as `DIR` only when the run
+succeeded, so a failed run leaves the old dataset untouched and a successful one leaves no
+file of the old one (images no row uses are deleted). A failed or killed run keeps
+`.DIR.partial` with its journal: the next run resumes from it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -54,10 +61,18 @@ from vistune.data.prices import PriceError, parse_price
 from vistune.data.sources import SourceTable, read_source
 from vistune.data.splits import assign_splits, group_rows
 from vistune.errors import DataError, ImageError
+from vistune.outputs import (
+    check_output_dir,
+    link_or_copy_tree,
+    staging_path,
+    swap_into_place,
+)
 from vistune.progress import make_progress
 
 IMAGES_DIR = "images"
 CACHE_DIR = ".cache"
+#: Files that mark a folder as a prepared dataset (which a re-run may replace).
+DATASET_MARKERS = ("manifest.json", "prepare.yaml")
 COLUMN_FLAGS = {
     schema.IMAGE: "--image-column",
     schema.TITLE: "--title-column",
@@ -110,6 +125,10 @@ class PrepareConfig(VistuneConfig):
     download: DownloadSettings = Field(default_factory=DownloadSettings)
     allow_private_hosts: bool = False
     allow_hosts: list[str] = Field(default_factory=list)
+    allow_outside_paths: bool = Field(
+        False,
+        description="Read image paths outside the source folder (absolute, ../, symlinks).",
+    )
     workers: int = Field(4, ge=1, le=64)
 
     def download_options(self) -> DownloadOptions:
@@ -171,12 +190,16 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
     from vistune import __version__
 
     started = time.perf_counter()
-    out = Path(config.out)
+    target = Path(config.out)
+    check_output_dir(target, DATASET_MARKERS, "dataset")
     table = read_source(config.source, text_columns=_text_columns(config))
     frame = table.frame
     if frame.empty:
         raise DataError(f"{config.source}: the source has no rows")
     columns = resolve_columns(frame, config)
+    out = staging_path(target)  # everything is written here, then swapped in
+    if not out.exists():
+        seed_from_previous(target, out)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     config.save(out / "prepare.yaml")
 
@@ -184,7 +207,11 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
     fields = check_rows(frame, columns, drops)  # source_row -> canonical values
     refs: dict[int, ImageRef] = {}
     for row in list(fields):
-        ref = image_ref(frame.at[row, columns[schema.IMAGE]], table)
+        ref = image_ref(
+            frame.at[row, columns[schema.IMAGE]],
+            table,
+            allow_outside=config.allow_outside_paths,
+        )
         if isinstance(ref, Drop):
             drops.append(Drop(row, ref.reason, ref.detail))
             del fields[row]
@@ -224,6 +251,7 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
     )
     files = write_splits(kept, split, out)
     files["dropped.jsonl"] = _sha256_file(out / "dropped.jsonl")
+    remove_orphan_images(out / IMAGES_DIR, set(kept[schema.IMAGE]))
 
     dropped = Counter(d.reason for d in drops)
     manifest = Manifest(
@@ -242,7 +270,27 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
         config=config.model_dump(mode="json"),
     )
     atomic_write_bytes(out / "manifest.json", manifest.model_dump_json(indent=2).encode())
+    swap_into_place(out, target)
     return manifest
+
+
+def seed_from_previous(previous: Path, staging: Path) -> None:
+    """Start a re-run from the images and journal of the dataset it replaces (hard links),
+    so preparing the same catalog again fetches and decodes nothing twice."""
+    staging.mkdir(parents=True)
+    if (previous / IMAGES_DIR).is_dir():  # images never change in place: links are safe
+        link_or_copy_tree(previous / IMAGES_DIR, staging / IMAGES_DIR)
+    if (previous / CACHE_DIR).is_dir():  # the journal is appended to: a copy of its own
+        shutil.copytree(previous / CACHE_DIR, staging / CACHE_DIR)
+
+
+def remove_orphan_images(images_dir: Path, used: set[str]) -> None:
+    """Delete stored images no kept row points at (left by a previous run or a source
+    that changed), so the dataset folder holds exactly what its Parquet files use."""
+    keep = {Path(name).name for name in used}
+    for path in images_dir.iterdir():
+        if path.is_file() and path.name not in keep:
+            path.unlink()
 
 
 def _text_columns(config: PrepareConfig) -> list[str]:
@@ -328,8 +376,13 @@ def check_rows(
     return fields
 
 
-def image_ref(value: Any, table: SourceTable) -> ImageRef | Drop:
-    """What to fetch or read for one image cell (URL, path, HF Image dict, bytes, PIL)."""
+def image_ref(value: Any, table: SourceTable, *, allow_outside: bool = False) -> ImageRef | Drop:
+    """What to fetch or read for one image cell (URL, path, HF Image dict, bytes, PIL).
+
+    A local path must stay inside the source's folder once `..` and symlinks are resolved
+    (a catalog naming `../secret.png`, `/etc/passwd` or `/proc/self/environ` is refused
+    with `refused_path`) unless `allow_outside` is set.
+    """
     if isinstance(value, Image.Image):
         digest = hashlib.sha256(value.tobytes() + f"{value.mode}{value.size}".encode()).hexdigest()
         return ImageRef(f"pil:{digest}", "pil", "<PIL image>", value)
@@ -357,6 +410,16 @@ def image_ref(value: Any, table: SourceTable) -> ImageRef | Drop:
         if table.base_dir is None:
             return Drop(-1, schema.MISSING_IMAGE, f"{text}: relative path with no source folder")
         path = table.base_dir / path
+    if not allow_outside:
+        roots = confinement_roots(table)
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in roots):
+            where = " or ".join(str(root) for root in roots)
+            return Drop(
+                -1,
+                schema.REFUSED_PATH,
+                f"{text}: outside {where}; pass --allow-outside-paths to read it",
+            )
     try:
         stat = path.stat()
     except OSError:
@@ -365,6 +428,18 @@ def image_ref(value: Any, table: SourceTable) -> ImageRef | Drop:
         return Drop(-1, schema.MISSING_IMAGE, f"{path}: not a file")
     key = f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     return ImageRef(key, "file", text, path)
+
+
+def confinement_roots(table: SourceTable) -> list[Path]:
+    """Where a source's local image paths may point: its own folder, or for a hub dataset
+    the `datasets` cache its files were extracted to."""
+    if table.base_dir is not None:
+        return [table.base_dir.resolve()]
+    if table.kind == "hub":
+        import datasets
+
+        return [Path(datasets.config.HF_DATASETS_CACHE).resolve()]
+    return []
 
 
 def process_images(
@@ -411,9 +486,12 @@ def process_images(
 
                 def one_local(ref: ImageRef) -> tuple[str, dict[str, Any] | Drop]:
                     try:
-                        data = _local_bytes(ref)
+                        data = _local_bytes(ref, config.download.max_bytes)
                     except OSError as exc:
-                        return ref.key, Drop(-1, schema.MISSING_IMAGE, f"{ref.label}: {exc}")
+                        reason = exc.strerror or type(exc).__name__
+                        return ref.key, Drop(-1, schema.MISSING_IMAGE, f"{ref.label}: {reason}")
+                    except ImageError as exc:
+                        return ref.key, Drop(-1, schema.INVALID_IMAGE, f"{ref.label}: {exc}")
                     return ref.key, finish(ref, data)
 
                 for key, result in pool.map(one_local, local):
@@ -490,14 +568,27 @@ async def _download_all(
     return results
 
 
-def _local_bytes(ref: ImageRef) -> bytes:
+def _local_bytes(ref: ImageRef, max_bytes: int) -> bytes:
     if ref.kind == "file":
-        return Path(ref.value).read_bytes()
+        return read_capped(Path(ref.value), max_bytes)
     if ref.kind == "bytes":
         return ref.value
     buffer = io.BytesIO()
     ref.value.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def read_capped(path: Path, max_bytes: int) -> bytes:
+    """A local image's bytes, refused (ImageError) past `max_bytes` without reading them all:
+    the same cap as downloads, so a 1.5 GB file in a catalog costs nothing."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise ImageError(f"file of {size:,} bytes exceeds the cap of {max_bytes:,} bytes")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # a file that lied about its size (/proc, a growing file)
+        raise ImageError(f"file exceeds the cap of {max_bytes:,} bytes")
+    return data
 
 
 def build_output_frame(
