@@ -57,7 +57,7 @@ from vistune.data.images import (
     store_image,
 )
 from vistune.data.journal import ImageJournal
-from vistune.data.prices import PriceError, parse_price
+from vistune.data.prices import DEFAULT_MAX_PRICE, PriceError, parse_price
 from vistune.data.sources import SourceTable, read_source
 from vistune.data.splits import assign_splits, group_rows
 from vistune.errors import DataError, ImageError
@@ -120,6 +120,9 @@ class PrepareConfig(VistuneConfig):
     product_column: str | None = None
     splits: SplitFractions = Field(default_factory=SplitFractions)
     seed: int = 0
+    max_price: float = Field(
+        DEFAULT_MAX_PRICE, gt=0, description="Rows priced above this are dropped (data errors)."
+    )
     max_image_side: int = Field(DEFAULT_MAX_SIDE, ge=16)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     download: DownloadSettings = Field(default_factory=DownloadSettings)
@@ -204,7 +207,7 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
     config.save(out / "prepare.yaml")
 
     drops: list[Drop] = []
-    fields = check_rows(frame, columns, drops)  # source_row -> canonical values
+    fields = check_rows(frame, columns, drops, max_price=config.max_price)
     refs: dict[int, ImageRef] = {}
     for row in list(fields):
         ref = image_ref(
@@ -337,7 +340,11 @@ def resolve_columns(frame: pd.DataFrame, config: PrepareConfig) -> dict[str, str
 
 
 def check_rows(
-    frame: pd.DataFrame, columns: dict[str, str | None], drops: list[Drop]
+    frame: pd.DataFrame,
+    columns: dict[str, str | None],
+    drops: list[Drop],
+    *,
+    max_price: float = DEFAULT_MAX_PRICE,
 ) -> dict[int, dict[str, Any]]:
     """Drop exact duplicates (keeping the first), empty titles, missing categories and bad
     prices; return the canonical values of every row that passed, by source row."""
@@ -361,7 +368,7 @@ def check_rows(
             drops.append(Drop(row, schema.MISSING_CATEGORY, f"{columns[schema.CATEGORY]} is empty"))
             continue
         try:
-            price = parse_price(record[columns[schema.PRICE]])
+            price = parse_price(record[columns[schema.PRICE]], max_price=max_price)
         except PriceError as exc:
             drops.append(Drop(row, exc.reason, f"{columns[schema.PRICE]}: {exc.detail}"))
             continue
