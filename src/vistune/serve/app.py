@@ -105,8 +105,6 @@ def create_app(
         running at once (a 6000x6000 upload needs ~100 MB while decoding); 503 when too many
         are waiting, 4xx for anything that is not a usable image."""
         nonlocal waiting_decodes
-        if batcher.draining:
-            raise unavailable("the server is shutting down")
         if decode_slots.locked() and waiting_decodes >= config.max_queue:
             raise unavailable(
                 f"the server is busy ({waiting_decodes} uploads are waiting to be decoded); "

@@ -92,6 +92,7 @@ class MicroBatcher(Generic[In, Out]):
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
         self._draining = False
+        self._cut_off = False  # the grace period is over: nothing more runs
         self._cutoff: asyncio.TimerHandle | None = None
 
     @property
@@ -111,7 +112,7 @@ class MicroBatcher(Generic[In, Out]):
 
     async def submit(self, value: In) -> Out:
         """Queue one input and wait for its output."""
-        if self.draining or self._queue is None:
+        if self._closed or self._cut_off or self._queue is None:
             raise BatcherClosedError("the server is shutting down")
         if self.max_queue is not None and self._queue.qsize() >= self.max_queue:
             raise BatcherFullError(f"{self._queue.qsize()} requests are already waiting")
@@ -120,10 +121,11 @@ class MicroBatcher(Generic[In, Out]):
         return await future
 
     def begin_drain(self, grace_s: float) -> None:
-        """Shutdown step 1: refuse new requests, keep running the queued ones for `grace_s`
-        seconds, then fail whatever is still queued with `BatcherClosedError` (503 with
-        Retry-After) so every accepted request gets an answer before the server stops.
-        The batch running at that moment finishes and answers normally."""
+        """Shutdown step 1: `draining` turns true (the app refuses requests that arrive from
+        now on), requests already being received or decoded may still join the queue, and
+        the queue keeps running for `grace_s` seconds; then whatever is still queued fails
+        with `BatcherClosedError` (503 with Retry-After), so every accepted request gets an
+        answer before the server stops. The batch running at that moment finishes normally."""
         if self.draining:
             return
         self._draining = True
@@ -131,6 +133,7 @@ class MicroBatcher(Generic[In, Out]):
         self._cutoff = loop.call_later(max(grace_s, 0.0), self._reject_queued)
 
     def _reject_queued(self) -> None:
+        self._cut_off = True
         if self._queue is None:
             return
         kept = []
