@@ -17,7 +17,10 @@ import pytest
 from vistune.data.images import normalise_image, open_checked_image
 from vistune.errors import ImageError
 
-pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),  # Pillow's "Corrupt EXIF data" etc.
+]
 
 CASES = 20_000
 
