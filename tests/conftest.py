@@ -118,7 +118,6 @@ def mutants(count: int, seed: int) -> Iterator[tuple[str, bytes]]:
         yield fmt, bytes(data)
 
 
-
 @pytest.fixture(scope="session")
 def image_mutants() -> Any:
     """`image_mutants(count, seed)` yields (format, bytes) of mutated image files (seeded);
