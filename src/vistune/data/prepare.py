@@ -103,8 +103,9 @@ class DownloadSettings(VistuneConfig):
     timeout_s: float = Field(20.0, gt=0)
     retries: int = Field(3, ge=0, le=10)
     backoff_s: float = Field(0.5, ge=0)
-    max_bytes: int = Field(20 * 2**20, ge=1)
+    max_bytes: int = Field(20 * 2**20, ge=1, description="Largest image, downloaded or local.")
     max_redirects: int = Field(5, ge=0, le=20)
+    max_retry_after_s: float = Field(30.0, ge=0, description="Longest Retry-After honoured.")
     trust_env: bool = False  # honour HTTP(S)_PROXY / SSL_CERT_FILE / .netrc from the environment
 
 
