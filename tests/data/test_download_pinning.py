@@ -4,7 +4,12 @@ checked (embedded IPv4 forms too), Host kept; and Retry-After is honoured, cappe
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpcore
 import pytest
@@ -146,3 +151,59 @@ def test_parse_retry_after() -> None:
     now = 1_700_000_000.0
     assert parse_retry_after("Tue, 14 Nov 2023 22:13:40 GMT", now=now) == 20.0
     assert parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", now=now) == 0.0
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_https_to_a_pinned_address_keeps_sni_and_certificate_checks(tmp_path) -> None:
+    """TLS to the pinned 127.0.0.1: SNI and the certificate check use the URL's name."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", key, "-out", cert, "-subj", "/CN=images.example",
+         "-addext", "subjectAltName=DNS:images.example"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    names: list[str | None] = []
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda sock, name, ctx: names.append(name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            body = b"\xff\xd8tls-body"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        options = DownloadOptions(
+            **FAST,
+            resolver=FakeResolver(["127.0.0.1"]),
+            allowed_hosts=frozenset({"images.example"}),
+        )
+        trusted = ssl.create_default_context(cafile=str(cert))
+
+        async def run(url: str, opts: DownloadOptions = options) -> bytes:
+            async with make_client(opts, ssl_context=trusted) as client:
+                return await fetch_bytes(client, url, opts)
+
+        port = httpd.server_address[1]
+        assert asyncio.run(run(f"https://images.example:{port}/a.jpg")) == b"\xff\xd8tls-body"
+        assert names == ["images.example"]  # SNI carried the name, not the pinned IP
+        anywhere = DownloadOptions(**FAST, allow_private_hosts=True)
+        with pytest.raises(FetchError) as caught:  # the certificate is checked against the name
+            asyncio.run(run(f"https://127.0.0.1:{port}/a.jpg", anywhere))
+        assert caught.value.reason == schema.DOWNLOAD_FAILED
+        assert "certificate" in caught.value.detail.lower()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
