@@ -60,9 +60,26 @@ def run_server(config: ServeConfig, console: Console | None = None) -> None:
         f"batches of up to {config.max_batch_size}, wait {config.max_wait_ms:g} ms)"
     )
     server = draining_server(
-        app, host=config.host, port=config.port, log_level="info", grace_s=config.shutdown_grace_s
+        app,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+        log_config=log_config(),
+        grace_s=config.shutdown_grace_s,
     )
     server.run()
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging setup, plus vistune's own serve messages (a client that went away)
+    on the same stream and format."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["vistune"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 #: Time on top of the grace period for the batch running when it ends to finish and answer.
