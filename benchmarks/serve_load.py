@@ -10,9 +10,16 @@ hits both modes alike. Reported: errors, p50/p95/p99 latency as the client sees 
 over bursts), requests/s of a whole burst (median over bursts), the server's batch sizes,
 and the requests/s ratio batched / unbatched.
 
+Then SIGTERM under load: a third server (micro-batching, `shutdown_grace_s` = --grace-s)
+gets --sigterm-requests requests at once (default 290, far more than it can answer within
+the grace period); once all are accepted (queued or running) it receives SIGTERM. Every
+accepted request must get an HTTP answer: 200 if it ran, 503 with Retry-After if the grace
+period ended first; the count of 500s (and of requests left without an answer) must be 0.
+
 Usage: python benchmarks/serve_load.py [--requests 200] [--repeats 3] [--max-batch-size 16]
        [--max-wait-ms 10] [--max-new-tokens 32] [--model RUN_DIR_OR_FOLDER]
-Prints a table and writes benchmarks/results/serve_load.json.
+       [--sigterm-requests 290] [--grace-s 3] [--skip-bursts]
+Prints tables and writes benchmarks/results/serve_load.json.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import io
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -74,7 +82,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model: str, batch: int, wait_ms: float, new_tokens: int) -> tuple[Any, str]:
+def start_server(
+    model: str, batch: int, wait_ms: float, new_tokens: int, *extra: str
+) -> tuple[Any, str]:
     port = free_port()
     command = [
         sys.executable, "-m", "vistune.cli", "serve", model,
@@ -82,6 +92,7 @@ def start_server(model: str, batch: int, wait_ms: float, new_tokens: int) -> tup
         "--max-batch-size", str(batch),
         "--max-wait-ms", str(wait_ms),
         "--set", f"max_new_tokens={new_tokens}",
+        *extra,
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -174,6 +185,98 @@ def run_burst(url: str, images: list[bytes]) -> dict[str, Any]:
     }
 
 
+def sigterm_under_load(
+    model: str, images: list[bytes], batch: int, wait_ms: float, new_tokens: int, grace_s: float
+) -> dict[str, Any]:
+    """Fire every image at once, SIGTERM the server once all are accepted, count answers."""
+    process, url = start_server(
+        model, batch, wait_ms, new_tokens,
+        "--set", f"shutdown_grace_s={grace_s}",
+        "--set", f"max_queue={2 * len(images)}",  # accept them all: this run is about SIGTERM
+    )  # fmt: skip
+    for data in images[:4]:  # warm-up
+        httpx.post(f"{url}/v1/predict", files={"image": ("w.png", data, "image/png")},
+                   timeout=600).raise_for_status()  # fmt: skip
+    before = httpx.get(f"{url}/healthz").json()["batching"]["requests"]
+
+    async def fire() -> tuple[list[Any], float, float, dict[str, Any]]:
+        limits = httpx.Limits(max_connections=len(images), max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+
+            async def one(data: bytes) -> Any:
+                try:
+                    return await client.post(
+                        "/v1/predict", files={"image": ("p.png", data, "image/png")}
+                    )
+                except httpx.HTTPError as exc:
+                    return exc
+
+            tasks = [asyncio.ensure_future(one(data)) for data in images]
+            deadline = time.monotonic() + 120
+            async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
+                while time.monotonic() < deadline:  # all accepted: queued or already run
+                    health = (await probe.get("/healthz")).json()
+                    accepted = health["pending"] + health["batching"]["requests"] - before
+                    if accepted >= len(images):
+                        break
+                    await asyncio.sleep(0.02)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            results = await asyncio.gather(*tasks)
+            return results, signalled, time.monotonic(), health
+
+    results, signalled, answered, at_signal = asyncio.run(fire())
+    process.wait(timeout=600)
+    exited = time.monotonic()
+    statuses = [r.status_code for r in results if isinstance(r, httpx.Response)]
+    refused = [r for r in results if isinstance(r, httpx.Response) and r.status_code == 503]
+    retry_after = [r.headers.get("retry-after") for r in refused]
+    shutting_down = sum("shutting down" in r.json().get("detail", "") for r in refused)
+    unanswered = [f"{type(r).__name__}: {r}" for r in results if not isinstance(r, httpx.Response)]
+    return {
+        "requests": len(images),
+        "grace_s": grace_s,
+        "queued_at_sigterm": at_signal["pending"],
+        "answered_before_sigterm": at_signal["batching"]["requests"] - before,
+        "ok_200": statuses.count(200),
+        "unavailable_503": statuses.count(503),
+        "server_error_5xx": sum(500 <= s < 600 and s != 503 for s in statuses),
+        "other_status": sorted({s for s in statuses if s not in (200, 503)}),
+        "unanswered": len(unanswered),
+        "unanswered_examples": unanswered[:3],
+        "503_with_retry_after": sum(1 for value in retry_after if value),
+        "503_shutting_down": shutting_down,
+        "accepted_at_sigterm": at_signal["pending"] + at_signal["batching"]["requests"] - before,
+        "seconds_sigterm_to_last_answer": round(answered - signalled, 2),
+        "seconds_sigterm_to_exit": round(exited - signalled, 2),
+        "exit_code": process.returncode,
+    }
+
+
+def print_sigterm(console: Any, row: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"SIGTERM with {row['requests']} requests accepted, {row['queued_at_sigterm']} "
+        f"queued (grace {row['grace_s']:g} s)"
+    )
+    for column in ("200", "503 (Retry-After)", "500", "unanswered", "SIGTERM->exit s"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(row["ok_200"]),
+        f"{row['unavailable_503']} ({row['503_with_retry_after']})",
+        str(row["server_error_5xx"]),
+        str(row["unanswered"]),
+        f"{row['seconds_sigterm_to_exit']:.1f}",
+    )
+    console.print(table)
+    verdict = row["server_error_5xx"] == 0 and row["unanswered"] == 0
+    console.print(
+        "every accepted request answered, no 500: "
+        + ("[bold green]yes[/]" if verdict else "[bold red]NO[/]")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
@@ -183,60 +286,55 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="bursts per mode, alternating")
     parser.add_argument("--model", help="run dir or model folder (default: tiny, built here)")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
+    parser.add_argument("--sigterm-requests", type=int, default=290)
+    parser.add_argument("--grace-s", type=float, default=3.0, help="shutdown_grace_s")
+    parser.add_argument("--skip-bursts", action="store_true", help="only the SIGTERM run")
     args = parser.parse_args()
 
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="vistune-serve-load-") as tmp:
         work = Path(tmp)
         model = args.model or str(build_model(work))
-        images = catalog_images(work, args.requests)
-        modes = {"micro-batching": args.max_batch_size, "one per pass": 1}
-        servers = {}
-        try:
-            for name, batch in modes.items():  # both up at once; bursts alternate between them
-                servers[name] = start_server(model, batch, args.max_wait_ms, args.max_new_tokens)
-                url = servers[name][1]
-                for data in images[:4]:  # warm-up: first passes allocate memory
-                    httpx.post(f"{url}/v1/predict", files={"image": ("w.png", data, "image/png")},
-                               timeout=600).raise_for_status()  # fmt: skip
-            bursts: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
-            for repeat in range(args.repeats):
-                for name in modes:
-                    console.print(
-                        f"burst {repeat + 1}/{args.repeats}, {name}: {args.requests} requests"
-                    )
-                    bursts[name].append(run_burst(servers[name][1], images))
-        finally:
-            for process, _ in servers.values():
-                process.terminate()
-                process.wait(timeout=60)
-        rows = {
-            name: summarise(bursts[name], batch, args.max_wait_ms) for name, batch in modes.items()
-        }
-
-    batched, single = rows["micro-batching"], rows["one per pass"]
-    ratio = batched["requests_per_s"] / single["requests_per_s"]
-    table = Table(
-        title=f"vistune serve: bursts of {args.requests} concurrent requests on 127.0.0.1 "
-        f"(median of {args.repeats})"
-    )
-    for column in ("mode", "batch", "errors", "p50 ms", "p95 ms", "req/s", "mean batch"):
-        table.add_column(column, justify="left" if column == "mode" else "right")
-    for name, row in rows.items():
-        table.add_row(
-            name,
-            str(row["max_batch_size"]),
-            str(row["errors"]),
-            f"{row['p50_ms']:.0f}",
-            f"{row['p95_ms']:.0f}",
-            f"{row['requests_per_s']:.1f}",
-            f"{row['mean_batch_size']:.1f}",
+        images = catalog_images(work, max(args.requests, args.sigterm_requests))
+        if not args.skip_bursts:
+            rows = run_bursts(console, model, images[: args.requests], args)
+        console.print(f"SIGTERM run: {args.sigterm_requests} requests, grace {args.grace_s:g} s")
+        sigterm = sigterm_under_load(
+            model,
+            images[: args.sigterm_requests],
+            args.max_batch_size,
+            args.max_wait_ms,
+            args.max_new_tokens,
+            args.grace_s,
         )
-    console.print(table)
-    console.print(f"requests/s ratio micro-batching / one per pass: [bold]{ratio:.2f}x[/]")
+
+    ratio = None
+    if rows:
+        batched, single = rows["micro-batching"], rows["one per pass"]
+        ratio = batched["requests_per_s"] / single["requests_per_s"]
+        table = Table(
+            title=f"vistune serve: bursts of {args.requests} concurrent requests on 127.0.0.1 "
+            f"(median of {args.repeats})"
+        )
+        for column in ("mode", "batch", "errors", "p50 ms", "p95 ms", "req/s", "mean batch"):
+            table.add_column(column, justify="left" if column == "mode" else "right")
+        for name, row in rows.items():
+            table.add_row(
+                name,
+                str(row["max_batch_size"]),
+                str(row["errors"]),
+                f"{row['p50_ms']:.0f}",
+                f"{row['p95_ms']:.0f}",
+                f"{row['requests_per_s']:.1f}",
+                f"{row['mean_batch_size']:.1f}",
+            )
+        console.print(table)
+        console.print(f"requests/s ratio micro-batching / one per pass: [bold]{ratio:.2f}x[/]")
+    print_sigterm(console, sigterm)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -246,10 +344,36 @@ def main() -> None:
         "requests_per_burst": args.requests,
         "runs": rows,
         "ratio_requests_per_s": ratio,
+        "sigterm_under_load": sigterm,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
     args.out.write_text(json.dumps(result, indent=2))
     console.print(f"wrote {args.out}")
+
+
+def run_bursts(
+    console: Any, model: str, images: list[bytes], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Micro-batching vs one per pass, both servers up, bursts alternating between them."""
+    modes = {"micro-batching": args.max_batch_size, "one per pass": 1}
+    servers = {}
+    try:
+        for name, batch in modes.items():
+            servers[name] = start_server(model, batch, args.max_wait_ms, args.max_new_tokens)
+            url = servers[name][1]
+            for data in images[:4]:  # warm-up: first passes allocate memory
+                httpx.post(f"{url}/v1/predict", files={"image": ("w.png", data, "image/png")},
+                           timeout=600).raise_for_status()  # fmt: skip
+        bursts: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
+        for repeat in range(args.repeats):
+            for name in modes:
+                console.print(f"burst {repeat + 1}/{args.repeats}, {name}: {len(images)} requests")
+                bursts[name].append(run_burst(servers[name][1], images))
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait(timeout=60)
+    return {name: summarise(bursts[name], batch, args.max_wait_ms) for name, batch in modes.items()}
 
 
 if __name__ == "__main__":

@@ -13,10 +13,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import io
+import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from PIL import Image
 
 # pytest-xdist runs one worker per core; a second torch thread per worker oversubscribes the
 # 2-core CI machine and makes steps up to 20x slower. Numerics do not depend on it.
@@ -57,3 +62,65 @@ def tiny_native_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vistune.models.tiny import build_tiny_native
 
     return build_tiny_native(tmp_path_factory.mktemp("tiny-native"), seed=0)
+
+
+SAVE_OPTIONS = [
+    ("JPEG", {}),
+    ("PNG", {}),
+    ("PNG", {"palette": True}),
+    ("WEBP", {}),
+    ("BMP", {}),
+    ("GIF", {}),
+    ("TIFF", {}),
+    ("TIFF", {"compression": "tiff_lzw"}),
+    ("TIFF", {"compression": "packbits"}),
+]
+
+
+def seed_files() -> list[tuple[str, bytes]]:
+    """Valid small files of every accepted format; EXIF (orientation 6) where it can go."""
+    image = Image.new("RGB", (12, 9))
+    image.putdata([(x * 20, y * 28, (x * y) % 256) for y in range(9) for x in range(12)])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "camera"
+    files = []
+    for fmt, options in SAVE_OPTIONS:
+        options = dict(options)
+        source = image.convert("P") if options.pop("palette", False) else image
+        for with_exif in (False, True):
+            if with_exif and fmt in ("BMP", "GIF"):
+                continue
+            buffer = io.BytesIO()
+            source.save(buffer, format=fmt, **options, **({"exif": exif} if with_exif else {}))
+            files.append((fmt, buffer.getvalue()))
+    return files
+
+
+def mutants(count: int, seed: int) -> Iterator[tuple[str, bytes]]:
+    """`count` mutants of `seed_files()`: byte flips, cuts and insertions, headers first."""
+    rng = random.Random(seed)
+    seeds = seed_files()
+    for _ in range(count):
+        fmt, original = rng.choice(seeds)
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            reach = len(data) if rng.random() < 0.5 else min(len(data), 256)  # headers
+            op = rng.random()
+            if op < 0.6:
+                value = rng.choice((0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)))
+                data[rng.randrange(reach)] = value
+            elif op < 0.8 and len(data) > 2:
+                del data[rng.randrange(1, len(data)) :]
+            else:
+                at = rng.randrange(reach)
+                data[at:at] = rng.randbytes(rng.randint(1, 8))
+        yield fmt, bytes(data)
+
+
+@pytest.fixture(scope="session")
+def image_mutants() -> Any:
+    """`image_mutants(count, seed)` yields (format, bytes) of mutated image files (seeded);
+    `image_mutants.seed_files()` are the valid originals. Used by the decoder fuzz tests."""
+    mutants.seed_files = seed_files  # type: ignore[attr-defined]
+    return mutants

@@ -36,20 +36,25 @@ class VistuneConfig(BaseModel):
         data: dict[str, Any] = {}
         if path is not None:
             data = read_yaml(path)
+        origins: dict[str, str] = {}  # key -> where its value came from, for error messages
         for item in overrides or []:
             key, value = parse_override(item)
             set_dotted(data, key, value)
+            origins[key] = f"--set {item}"
         for key, value in explicit.items():
             if value is not None:
                 set_dotted(data, key, value)
-        return cls.from_dict(data, source=str(path) if path else "command line")
+                origins[key] = "command line"
+        return cls.from_dict(data, source=str(path) if path else "command line", origins=origins)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> Self:
+    def from_dict(
+        cls, data: dict[str, Any], source: str = "config", origins: dict[str, str] | None = None
+    ) -> Self:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, source)) from exc
+            raise ConfigError(format_validation_error(exc, source, origins)) from exc
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -66,9 +71,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())  # one line, whatever the parser said
+        raise ConfigError(f"{path}: not valid YAML ({reason})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top level")
     return data
@@ -99,12 +107,27 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    problems = []
+def format_validation_error(
+    exc: ValidationError, source: str, origins: dict[str, str] | None = None
+) -> str:
+    """One line naming each bad key and where it came from: `source` (the YAML file) unless
+    `origins` says the key was set by `--set` or a command-line option."""
+    by_origin: dict[str, list[str]] = {}
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
-            problems.append(f"unknown key {where!r}")
+            problem = f"unknown key {where!r}"
         else:
-            problems.append(f"{where}: {err['msg']}")
-    return f"{source}: " + "; ".join(problems)
+            problem = f"{where}: {err['msg']}"
+        by_origin.setdefault(_origin_of(where, origins or {}, source), []).append(problem)
+    return "; ".join(f"{origin}: " + "; ".join(items) for origin, items in by_origin.items())
+
+
+def _origin_of(where: str, origins: dict[str, str], default: str) -> str:
+    """The origin of `where` or of the closest section above it (`lora` for `lora.rank`)."""
+    parts = where.split(".")
+    for end in range(len(parts), 0, -1):
+        origin = origins.get(".".join(parts[:end]))
+        if origin is not None:
+            return origin
+    return default

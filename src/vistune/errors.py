@@ -23,7 +23,16 @@ class DownloadError(VistuneError):
 
 
 class ImageError(VistuneError):
-    """A file is not a decodable image, or exceeds the size limits."""
+    """A file is not a decodable image, or exceeds the size limits.
+
+    `kind` says which, so a caller can answer in its own terms (serve: 400/413/415):
+    "empty", "not_image", "format", "too_large", "unreadable" (the file could not be read)
+    or "corrupt" (the decoder failed, whatever exception it raised).
+    """
+
+    def __init__(self, message: str, kind: str = "corrupt") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class ModelError(VistuneError):

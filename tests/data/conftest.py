@@ -44,11 +44,15 @@ class CatalogServer:
     /to-localhost/<path> 302 to http://localhost:PORT/<path> (another name, same box)
     /to-metadata         302 to http://169.254.169.254/latest/meta-data/ (cloud metadata)
     /to-internal         302 to http://10.255.255.1/x.jpg
-    Every response waits `latency_s` first; `hits` counts requests per path.
+    /retry-after/S/N.jpg 503 with `Retry-After: S` on the first request, then the JPEG
+    Every response waits `latency_s` first; `hits` counts requests per path, `times` holds
+    their arrival times and `hosts` the Host header of every request.
     """
 
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
+        self.times: dict[str, list[float]] = {}
+        self.hosts: list[str | None] = []
         self.lock = threading.Lock()
         self.latency_s = 0.0
         self.slow_s = 2.0
@@ -62,6 +66,8 @@ class CatalogServer:
 
             def do_GET(self) -> None:
                 with server.lock:
+                    server.times.setdefault(self.path, []).append(time.monotonic())
+                    server.hosts.append(self.headers.get("Host"))
                     server.hits[self.path] += 1
                     count = server.hits[self.path]
                 if server.latency_s:
@@ -86,6 +92,15 @@ class CatalogServer:
             if count == 1:
                 return self.send(handler, 500, b"try again")
             return self.send(handler, 200, jpeg(1000 + int(path.split("/")[2].split(".")[0])))
+        if path.startswith("/retry-after/"):
+            _, _, seconds, name = path.split("/")
+            if count == 1:
+                handler.send_response(503)
+                handler.send_header("Retry-After", seconds)
+                handler.send_header("Content-Length", "0")
+                handler.end_headers()
+                return None
+            return self.send(handler, 200, jpeg(2000 + int(name.split(".")[0])))
         if path == "/slow.jpg":
             time.sleep(self.slow_s)
             return self.send(handler, 200, jpeg(7))

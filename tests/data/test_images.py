@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
-from vistune.data.images import normalise_image, store_image
+from vistune.data.images import (
+    check_image_header,
+    normalise_image,
+    open_checked_image,
+    store_image,
+)
 from vistune.errors import ImageError
 
 pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -94,3 +100,44 @@ def test_identical_images_are_stored_once(tmp_path) -> None:
     second = store_image(normalise_image(data), tmp_path)
     assert first == second
     assert [p.name for p in tmp_path.iterdir()] == [first]
+
+
+def broken_exif_png() -> bytes:
+    """A valid PNG whose eXIf chunk has a bad TIFF header: Pillow raises SyntaxError."""
+    bad_exif = b"Exif\x00\x00M\x80\x00*\x00\x00\x00\x08\x00\x00"
+    return encode(gradient(8, 8), "PNG", exif=bad_exif)
+
+
+def test_broken_exif_is_an_image_error_not_a_syntax_error() -> None:
+    with pytest.raises(ImageError, match="SyntaxError") as caught:
+        normalise_image(broken_exif_png())
+    assert caught.value.kind == "corrupt"
+
+
+@pytest.mark.parametrize(
+    "raised", [TypeError("bad tile"), IndexError("x"), struct.error("y"), EOFError(), KeyError(1)]
+)
+def test_any_decoder_exception_type_becomes_image_error(monkeypatch, raised) -> None:
+    """Pillow's decoders raise many types; the gate turns every one into ImageError."""
+
+    def failing_load(self):
+        raise raised
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", failing_load)
+    data = encode(gradient(8, 8), "TIFF")
+    for gate in (normalise_image, open_checked_image):
+        with pytest.raises(ImageError, match=type(raised).__name__):
+            gate(data)
+
+
+def test_header_check_and_kinds() -> None:
+    assert check_image_header(encode(gradient(30, 20), "BMP")) == (30, 20)
+    with pytest.raises(ImageError) as caught:
+        check_image_header(encode(Image.new("L", (400, 400)), "PNG"), max_pixels=10_000)
+    assert caught.value.kind == "too_large"
+    with pytest.raises(ImageError) as caught:
+        check_image_header(b"<html>sold out</html>")
+    assert caught.value.kind == "not_image"
+    with pytest.raises(ImageError) as caught:
+        check_image_header(encode(gradient(8, 8), "PPM"))
+    assert caught.value.kind == "format"

@@ -181,6 +181,7 @@ def test_csv_with_column_mapping_and_shared_images(sample_dir, tmp_path) -> None
         category_column="kind",
         price_column="cost",
         product_column="sku",
+        allow_outside_paths=True,  # absolute paths into another folder
     )
     manifest = prepare_dataset(config, show_progress=False)
     kept = pd.concat([load_split(out, s).assign(split=s) for s in schema.SPLITS])
@@ -285,7 +286,11 @@ def test_hub_dataset_from_local_cache(sample_dir, tmp_path, monkeypatch) -> None
 
     out = tmp_path / "out"
     config = PrepareConfig(
-        source="vistune-tests/tiny-catalog", out=out, title_column="name", price_column="cost"
+        source="vistune-tests/tiny-catalog",
+        out=out,
+        title_column="name",
+        price_column="cost",
+        allow_outside_paths=True,  # the rows name files in sample_dir, not in the cache
     )
     manifest = prepare_dataset(config, show_progress=False)
     assert manifest.source_kind == "hub" and manifest.rows_kept == 10
@@ -325,7 +330,8 @@ def test_missing_source_and_empty_result(tmp_path) -> None:
             PrepareConfig(source=str(tmp_path / "bad.csv"), out=tmp_path / "o"),
             show_progress=False,
         )
-    assert "missing_image" in (tmp_path / "o" / "dropped.jsonl").read_text()
+    assert not (tmp_path / "o").exists()  # a failed run swaps nothing in
+    assert "missing_image" in (tmp_path / ".o.partial" / "dropped.jsonl").read_text()
 
 
 def test_in_memory_pil_images_and_raw_bytes(tmp_path) -> None:

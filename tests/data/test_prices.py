@@ -24,7 +24,8 @@ from vistune.data.prices import PriceError, parse_price
         ("0.125", 0.125),
         ("1,234,567.89", 1234567.89),
         ("  €49.99 ", 49.99),
-        ("0", 0.0),
+        ("0.01", 0.01),
+        ("10000000", 1e7),
     ],
 )
 def test_parses_formatted_prices(value, expected) -> None:
@@ -44,6 +45,15 @@ def test_parses_formatted_prices(value, expected) -> None:
         ("", schema.MISSING_PRICE),
         (None, schema.MISSING_PRICE),
         (float("nan"), schema.MISSING_PRICE),
+        ("0", schema.PRICE_OUT_OF_RANGE),
+        (0.0, schema.PRICE_OUT_OF_RANGE),
+        ("-0", schema.PRICE_OUT_OF_RANGE),
+        (-0.0, schema.PRICE_OUT_OF_RANGE),
+        ("-0.00", schema.PRICE_OUT_OF_RANGE),
+        (1e300, schema.PRICE_OUT_OF_RANGE),
+        ("1e300", schema.PRICE_OUT_OF_RANGE),
+        ("10000000.01", schema.PRICE_OUT_OF_RANGE),
+        ("1e400", schema.NON_NUMERIC_PRICE),  # overflows to inf: not finite
     ],
 )
 def test_rejects_with_reason(value, reason) -> None:
@@ -52,7 +62,14 @@ def test_rejects_with_reason(value, reason) -> None:
     assert info.value.reason == reason
 
 
-@given(st.decimals(min_value=0, max_value=10**7, places=2, allow_nan=False))
+def test_max_price_is_configurable() -> None:
+    assert parse_price("250", max_price=250) == 250.0
+    with pytest.raises(PriceError, match="max_price 200") as info:
+        parse_price("250", max_price=200)
+    assert info.value.reason == schema.PRICE_OUT_OF_RANGE
+
+
+@given(st.decimals(min_value="0.01", max_value=10**7, places=2, allow_nan=False))
 def test_round_trips_usd_formatting(amount) -> None:
     value = float(amount)
     assert parse_price(f"${value:,.2f}") == pytest.approx(value)
@@ -66,7 +83,7 @@ def test_any_value_is_a_price_or_a_price_error(value) -> None:
     except PriceError as err:
         assert err.reason in schema.DROP_REASONS
     else:
-        assert price >= 0 and price == price
+        assert 0 < price <= 1e7 and price == price
 
 
 @pytest.mark.parametrize("value", ["12abc34", "Model 12 for 34", "1e5x", "nan", "inf", "--5", "5-"])

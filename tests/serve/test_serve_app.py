@@ -151,19 +151,27 @@ def test_too_many_pixels_and_wrong_shapes_of_request(serve_app: Any) -> None:
 
 
 def test_bearer_token_is_required_when_set(serve_app: Any) -> None:
-    with serving_in_thread(serve_app(token="s3cret-token")) as base:
+    with serving_in_thread(serve_app(token="s3cret-token-0123")) as base:
         files = upload(png_bytes((10, 200, 10)))
         missing = httpx.post(f"{base}/v1/predict", files=files)
         assert missing.status_code == 401
         assert missing.headers["www-authenticate"] == "Bearer"
-        for header in ("Bearer wrong", "Bearer s3cret-token-x", "Basic s3cret-token", "s3cret"):
+        for header in (
+            "Bearer wrong",
+            "Bearer s3cret-token-0123x",
+            "Basic s3cret-token-0123",
+            "s3cret",
+        ):
             wrong = httpx.post(f"{base}/v1/predict", files=files, headers={"authorization": header})
             assert wrong.status_code == 401, header
         right = httpx.post(
-            f"{base}/v1/predict", files=files, headers={"authorization": "Bearer s3cret-token"}
+            f"{base}/v1/predict", files=files, headers={"authorization": "Bearer s3cret-token-0123"}
         )
         assert right.status_code == 200, right.text
-        health = httpx.get(f"{base}/healthz").json()
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok", "auth_required": True}
+        health = httpx.get(
+            f"{base}/healthz", headers={"authorization": "Bearer s3cret-token-0123"}
+        ).json()
         assert health["auth_required"] is True
         assert health["batching"]["requests"] == 1  # refused requests never reached the model
 

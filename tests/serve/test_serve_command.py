@@ -46,7 +46,7 @@ def test_vistune_serve_runs_and_stops_cleanly_on_sigterm(tiny_phi3v_dir: Path) -
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "VISTUNE_SERVE_TOKEN": "t0ken"}
+    env = {**os.environ, "VISTUNE_SERVE_TOKEN": "t0ken-t0ken-t0ken"}
     command = [sys.executable, "-m", "vistune.cli", "serve", str(tiny_phi3v_dir)]
     command += ["--port", str(port), "--set", "max_new_tokens=8"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
@@ -66,7 +66,10 @@ def test_vistune_serve_runs_and_stops_cleanly_on_sigterm(tiny_phi3v_dir: Path) -
         files = {"image": ("a.png", buffer.getvalue(), "image/png")}
         assert httpx.post(f"{url}/v1/predict", files=files, timeout=60).status_code == 401
         response = httpx.post(
-            f"{url}/v1/predict", files=files, headers={"Authorization": "Bearer t0ken"}, timeout=60
+            f"{url}/v1/predict",
+            files=files,
+            headers={"Authorization": "Bearer t0ken-t0ken-t0ken"},
+            timeout=60,
         )
         assert response.status_code == 200, response.text
         assert isinstance(response.json()["raw"], str)

@@ -10,17 +10,17 @@ import typer
 
 def command(
     out: Annotated[
-        Path | None, typer.Option(help="Folder for every output [default: ./vistune-demo].")
+        Path | None, typer.Option(help="Folder for every output \\[default: ./vistune-demo].")
     ] = None,
     rows: Annotated[
-        int | None, typer.Option(help="Products in the synthetic catalog [default: 3040].")
+        int | None, typer.Option(help="Products in the synthetic catalog \\[default: 3040].")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Training steps [default: configs/tiny-demo.yaml's].")
+        int | None, typer.Option(help="Training steps \\[default: configs/tiny-demo.yaml's].")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for data, model and training.")] = None,
     threads: Annotated[
-        int | None, typer.Option(help="CPU threads for torch [default: all cores but one].")
+        int | None, typer.Option(help="CPU threads for torch \\[default: all cores but one].")
     ] = None,
     train_overrides: Annotated[
         list[str] | None,

@@ -36,6 +36,13 @@ def command(
             help="Also fetch from private, loopback and link-local addresses.",
         ),
     ] = None,
+    allow_outside_paths: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-outside-paths",
+            help="Also read local image paths outside the source folder (absolute, ../).",
+        ),
+    ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file with prepare options.")
     ] = None,
@@ -60,6 +67,7 @@ def command(
         price_column=price_column,
         seed=seed,
         allow_private_hosts=allow_private_hosts or None,
+        allow_outside_paths=allow_outside_paths or None,
     )
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     console.print(

@@ -37,6 +37,10 @@ def command(
         config, overrides, out=out, rows=rows, seed=seed, image_size=image_size, faults=faults
     )
     started = time.perf_counter()
+    if cfg.out.exists() and not cfg.out.is_dir():
+        from vistune.errors import DataError
+
+        raise DataError(f"--out {cfg.out}: exists and is not a folder; choose a folder")
     frame = generate_catalog(
         cfg.out, rows=cfg.rows, seed=cfg.seed, image_size=cfg.image_size, faults=cfg.faults
     )

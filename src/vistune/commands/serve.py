@@ -11,25 +11,26 @@ import typer
 def command(
     model: Annotated[str, typer.Argument(help="Run dir, exported folder, hub id or 'tiny'.")],
     host: Annotated[
-        str | None, typer.Option(help="Interface to bind [default: 127.0.0.1].")
+        str | None, typer.Option(help="Interface to bind \\[default: 127.0.0.1].")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8000].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port \\[default: 8000].")] = None,
     token: Annotated[
         str | None,
         typer.Option(
             envvar="VISTUNE_SERVE_TOKEN",
-            help="Require 'Authorization: Bearer TOKEN' on /v1/predict.",
+            help="Require 'Authorization: Bearer TOKEN' (16+ characters) on /v1/predict, "
+            "the /healthz details and /docs.",
             show_default=False,
         ),
     ] = None,
     max_batch_size: Annotated[
-        int | None, typer.Option(help="Most requests per forward pass [default: 8].")
+        int | None, typer.Option(help="Most requests per forward pass \\[default: 8].")
     ] = None,
     max_wait_ms: Annotated[
-        float | None, typer.Option(help="Longest wait for a batch to fill [default: 10].")
+        float | None, typer.Option(help="Longest wait for a batch to fill \\[default: 10].")
     ] = None,
     max_upload_mb: Annotated[
-        float | None, typer.Option(help="Largest accepted upload [default: 10].")
+        float | None, typer.Option(help="Largest accepted upload \\[default: 10].")
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file with serve settings.")

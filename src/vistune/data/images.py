@@ -17,6 +17,8 @@ import hashlib
 import io
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -48,6 +50,60 @@ class NormalisedImage:
         return f"{self.sha256}{self.suffix}"
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    image: Image.Image  # fully loaded, upright, RGB, longest side capped
+    fmt: str
+    changed: bool  # False when the file's own bytes already are that image
+
+
+@contextmanager
+def decoder_failures_as_image_errors(what: str = "image") -> Iterator[None]:
+    """The gate's core: any exception a decoder raises becomes an `ImageError`.
+
+    Pillow's decoders raise `OSError`, `SyntaxError`, `ValueError`, `TypeError`,
+    `struct.error`, `IndexError`, `EOFError`... on hostile bytes, and which one depends on the
+    format and the Pillow version. Listing types lets the next one crash a run, so the gate
+    catches `Exception`; errors that are not about the bytes (KeyboardInterrupt, SystemExit)
+    are `BaseException`s and pass.
+    """
+    try:
+        yield
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"decompression bomb refused: {exc}", kind="too_large") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{what} is not an image Pillow can read", kind="not_image") from exc
+    except Exception as exc:
+        raise ImageError(
+            f"cannot decode {what} ({type(exc).__name__}: {exc})", kind="corrupt"
+        ) from exc
+
+
+def open_checked_image(
+    data: bytes,
+    *,
+    max_side: int | None = DEFAULT_MAX_SIDE,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Image.Image:
+    """The one image-decoding gate: bytes -> loaded upright RGB image, or `ImageError`.
+
+    `prepare` (through `normalise_image`), dataset loading, `predict` and `serve` all decode
+    through here, so a file that fails fails the same way everywhere and no decoder
+    exception of any type reaches a caller. `max_side=None` keeps the size (dataset images
+    were capped when they were prepared).
+    """
+    with decoder_failures_as_image_errors():
+        return _decode(data, max_side=max_side, max_pixels=max_pixels).image
+
+
+def check_image_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """Format and pixel count from the header alone (no pixel decoded); `ImageError` else."""
+    with decoder_failures_as_image_errors(), _open_header(data, max_pixels=max_pixels) as opened:
+        return opened.size
+
+
 def normalise_image(
     data: bytes,
     *,
@@ -55,30 +111,52 @@ def normalise_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> NormalisedImage:
     """Decode, check and normalise image bytes; raise `ImageError` saying what is wrong."""
+    with decoder_failures_as_image_errors():
+        decoded = _decode(data, max_side=max_side, max_pixels=max_pixels)
+        if not decoded.changed and decoded.fmt in PASSTHROUGH:
+            stored, suffix = data, PASSTHROUGH[decoded.fmt]
+        else:
+            stored, suffix = _encode(decoded.image, lossless=decoded.fmt in LOSSLESS_FORMATS)
+        return NormalisedImage(
+            data=stored,
+            suffix=suffix,
+            sha256=hashlib.sha256(stored).hexdigest(),
+            width=decoded.image.width,
+            height=decoded.image.height,
+        )
+
+
+def _open_header(data: bytes, *, max_pixels: int) -> Image.Image:
     if not data:
-        raise ImageError("empty file (0 bytes)")
+        raise ImageError("empty file (0 bytes)", kind="empty")
     try:
-        image = Image.open(io.BytesIO(data))
+        opened = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
-        raise ImageError(f"not an image Pillow can read ({_describe(data)})") from exc
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"decompression bomb refused: {exc}") from exc
-    except (OSError, SyntaxError, ValueError) as exc:  # e.g. a header cut short
-        raise ImageError(f"cannot decode image header: {exc}") from exc
-    with image:
-        fmt = image.format or "unknown"
-        if fmt not in ALLOWED_FORMATS:
-            raise ImageError(f"image format {fmt} is not accepted ({sorted(ALLOWED_FORMATS)})")
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(
-                f"decompression bomb refused: {width}x{height} = {width * height} pixels "
-                f"exceeds the limit of {max_pixels} (raise max_image_pixels if it is genuine)"
-            )
-        try:
-            image.load()  # full decode: a truncated file raises here
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            raise ImageError(f"cannot decode {fmt} image: {exc}") from exc
+        raise ImageError(
+            f"not an image Pillow can read ({_describe(data)})", kind="not_image"
+        ) from exc
+    fmt = opened.format or "unknown"
+    width, height = opened.size
+    if fmt not in ALLOWED_FORMATS:
+        opened.close()
+        raise ImageError(
+            f"image format {fmt} is not accepted ({sorted(ALLOWED_FORMATS)})", kind="format"
+        )
+    if width * height > max_pixels:
+        opened.close()
+        raise ImageError(
+            f"decompression bomb refused: {width}x{height} = {width * height} pixels "
+            f"exceeds the limit of {max_pixels} (raise max_image_pixels if it is genuine)",
+            kind="too_large",
+        )
+    return opened
+
+
+def _decode(data: bytes, *, max_side: int | None, max_pixels: int) -> _Decoded:
+    with _open_header(data, max_pixels=max_pixels) as opened:
+        fmt = opened.format or "unknown"
+        opened.load()  # full decode: a truncated file raises here
+        image: Image.Image = opened
         changed = False
         orientation = image.getexif().get(0x0112, 1)
         if orientation not in (None, 1):
@@ -87,21 +165,13 @@ def normalise_image(
         if image.mode != "RGB":
             image = _to_rgb(image)
             changed = True
-        if max(image.size) > max_side:
+        if max_side is not None and max(image.size) > max_side:
             image = image.copy()
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
             changed = True
-        if not changed and fmt in PASSTHROUGH:
-            stored, suffix = data, PASSTHROUGH[fmt]
-        else:
-            stored, suffix = _encode(image, lossless=fmt in LOSSLESS_FORMATS)
-        return NormalisedImage(
-            data=stored,
-            suffix=suffix,
-            sha256=hashlib.sha256(stored).hexdigest(),
-            width=image.width,
-            height=image.height,
-        )
+        if image is opened:
+            image = opened.copy()  # outlive the `with`, which closes the file's image
+        return _Decoded(image, fmt, changed)
 
 
 def store_image(image: NormalisedImage, images_dir: Path) -> str:
@@ -148,7 +218,9 @@ def _encode(image: Image.Image, *, lossless: bool) -> tuple[bytes, str]:
 
 
 def _describe(data: bytes) -> str:
+    """What the bytes look like, without quoting them: an error message ends up in
+    `dropped.jsonl` and HTTP answers, and a file's bytes may be a secret."""
     head = data[:16]
     if head.lstrip().startswith((b"<", b"{")):
-        return "looks like HTML/JSON text"
-    return f"{len(data)} bytes starting {head!r}"
+        return f"{len(data)} bytes that look like HTML/JSON text"
+    return f"{len(data)} bytes with no known image signature"

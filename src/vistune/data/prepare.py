@@ -13,6 +13,12 @@ Every dropped row is counted by reason in the manifest and listed in `dropped.js
 with its source row; nothing disappears silently. Images are processed once per distinct
 source (URL, file or embedded bytes), recorded in a journal under `DIR/.cache/`, so a
 re-run after an interruption (even kill -9) skips everything already done.
+
+Output is atomic: everything is written into the hidden sibling `.DIR.partial` (started from
+the previous dataset's images by hard link) and swapped in as `DIR` only when the run
+succeeded, so a failed run leaves the old dataset untouched and a successful one leaves no
+file of the old one (images no row uses are deleted). A failed or killed run keeps
+`.DIR.partial` with its journal: the next run resumes from it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -50,14 +57,22 @@ from vistune.data.images import (
     store_image,
 )
 from vistune.data.journal import ImageJournal
-from vistune.data.prices import PriceError, parse_price
+from vistune.data.prices import DEFAULT_MAX_PRICE, PriceError, parse_price
 from vistune.data.sources import SourceTable, read_source
 from vistune.data.splits import assign_splits, group_rows
 from vistune.errors import DataError, ImageError
+from vistune.outputs import (
+    check_output_dir,
+    link_or_copy_tree,
+    staging_path,
+    swap_into_place,
+)
 from vistune.progress import make_progress
 
 IMAGES_DIR = "images"
 CACHE_DIR = ".cache"
+#: Files that mark a folder as a prepared dataset (which a re-run may replace).
+DATASET_MARKERS = ("manifest.json", "prepare.yaml")
 COLUMN_FLAGS = {
     schema.IMAGE: "--image-column",
     schema.TITLE: "--title-column",
@@ -88,8 +103,9 @@ class DownloadSettings(VistuneConfig):
     timeout_s: float = Field(20.0, gt=0)
     retries: int = Field(3, ge=0, le=10)
     backoff_s: float = Field(0.5, ge=0)
-    max_bytes: int = Field(20 * 2**20, ge=1)
+    max_bytes: int = Field(20 * 2**20, ge=1, description="Largest image, downloaded or local.")
     max_redirects: int = Field(5, ge=0, le=20)
+    max_retry_after_s: float = Field(30.0, ge=0, description="Longest Retry-After honoured.")
     trust_env: bool = False  # honour HTTP(S)_PROXY / SSL_CERT_FILE / .netrc from the environment
 
 
@@ -105,11 +121,18 @@ class PrepareConfig(VistuneConfig):
     product_column: str | None = None
     splits: SplitFractions = Field(default_factory=SplitFractions)
     seed: int = 0
+    max_price: float = Field(
+        DEFAULT_MAX_PRICE, gt=0, description="Rows priced above this are dropped (data errors)."
+    )
     max_image_side: int = Field(DEFAULT_MAX_SIDE, ge=16)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     download: DownloadSettings = Field(default_factory=DownloadSettings)
     allow_private_hosts: bool = False
     allow_hosts: list[str] = Field(default_factory=list)
+    allow_outside_paths: bool = Field(
+        False,
+        description="Read image paths outside the source folder (absolute, ../, symlinks).",
+    )
     workers: int = Field(4, ge=1, le=64)
 
     def download_options(self) -> DownloadOptions:
@@ -171,20 +194,28 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
     from vistune import __version__
 
     started = time.perf_counter()
-    out = Path(config.out)
+    target = Path(config.out)
+    check_output_dir(target, DATASET_MARKERS, "dataset")
     table = read_source(config.source, text_columns=_text_columns(config))
     frame = table.frame
     if frame.empty:
         raise DataError(f"{config.source}: the source has no rows")
     columns = resolve_columns(frame, config)
+    out = staging_path(target)  # everything is written here, then swapped in
+    if not out.exists():
+        seed_from_previous(target, out)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     config.save(out / "prepare.yaml")
 
     drops: list[Drop] = []
-    fields = check_rows(frame, columns, drops)  # source_row -> canonical values
+    fields = check_rows(frame, columns, drops, max_price=config.max_price)
     refs: dict[int, ImageRef] = {}
     for row in list(fields):
-        ref = image_ref(frame.at[row, columns[schema.IMAGE]], table)
+        ref = image_ref(
+            frame.at[row, columns[schema.IMAGE]],
+            table,
+            allow_outside=config.allow_outside_paths,
+        )
         if isinstance(ref, Drop):
             drops.append(Drop(row, ref.reason, ref.detail))
             del fields[row]
@@ -224,6 +255,7 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
     )
     files = write_splits(kept, split, out)
     files["dropped.jsonl"] = _sha256_file(out / "dropped.jsonl")
+    remove_orphan_images(out / IMAGES_DIR, set(kept[schema.IMAGE]))
 
     dropped = Counter(d.reason for d in drops)
     manifest = Manifest(
@@ -242,7 +274,27 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
         config=config.model_dump(mode="json"),
     )
     atomic_write_bytes(out / "manifest.json", manifest.model_dump_json(indent=2).encode())
+    swap_into_place(out, target)
     return manifest
+
+
+def seed_from_previous(previous: Path, staging: Path) -> None:
+    """Start a re-run from the images and journal of the dataset it replaces (hard links),
+    so preparing the same catalog again fetches and decodes nothing twice."""
+    staging.mkdir(parents=True)
+    if (previous / IMAGES_DIR).is_dir():  # images never change in place: links are safe
+        link_or_copy_tree(previous / IMAGES_DIR, staging / IMAGES_DIR)
+    if (previous / CACHE_DIR).is_dir():  # the journal is appended to: a copy of its own
+        shutil.copytree(previous / CACHE_DIR, staging / CACHE_DIR)
+
+
+def remove_orphan_images(images_dir: Path, used: set[str]) -> None:
+    """Delete stored images no kept row points at (left by a previous run or a source
+    that changed), so the dataset folder holds exactly what its Parquet files use."""
+    keep = {Path(name).name for name in used}
+    for path in images_dir.iterdir():
+        if path.is_file() and path.name not in keep:
+            path.unlink()
 
 
 def _text_columns(config: PrepareConfig) -> list[str]:
@@ -289,7 +341,11 @@ def resolve_columns(frame: pd.DataFrame, config: PrepareConfig) -> dict[str, str
 
 
 def check_rows(
-    frame: pd.DataFrame, columns: dict[str, str | None], drops: list[Drop]
+    frame: pd.DataFrame,
+    columns: dict[str, str | None],
+    drops: list[Drop],
+    *,
+    max_price: float = DEFAULT_MAX_PRICE,
 ) -> dict[int, dict[str, Any]]:
     """Drop exact duplicates (keeping the first), empty titles, missing categories and bad
     prices; return the canonical values of every row that passed, by source row."""
@@ -313,7 +369,7 @@ def check_rows(
             drops.append(Drop(row, schema.MISSING_CATEGORY, f"{columns[schema.CATEGORY]} is empty"))
             continue
         try:
-            price = parse_price(record[columns[schema.PRICE]])
+            price = parse_price(record[columns[schema.PRICE]], max_price=max_price)
         except PriceError as exc:
             drops.append(Drop(row, exc.reason, f"{columns[schema.PRICE]}: {exc.detail}"))
             continue
@@ -328,8 +384,13 @@ def check_rows(
     return fields
 
 
-def image_ref(value: Any, table: SourceTable) -> ImageRef | Drop:
-    """What to fetch or read for one image cell (URL, path, HF Image dict, bytes, PIL)."""
+def image_ref(value: Any, table: SourceTable, *, allow_outside: bool = False) -> ImageRef | Drop:
+    """What to fetch or read for one image cell (URL, path, HF Image dict, bytes, PIL).
+
+    A local path must stay inside the source's folder once `..` and symlinks are resolved
+    (a catalog naming `../secret.png`, `/etc/passwd` or `/proc/self/environ` is refused
+    with `refused_path`) unless `allow_outside` is set.
+    """
     if isinstance(value, Image.Image):
         digest = hashlib.sha256(value.tobytes() + f"{value.mode}{value.size}".encode()).hexdigest()
         return ImageRef(f"pil:{digest}", "pil", "<PIL image>", value)
@@ -357,6 +418,16 @@ def image_ref(value: Any, table: SourceTable) -> ImageRef | Drop:
         if table.base_dir is None:
             return Drop(-1, schema.MISSING_IMAGE, f"{text}: relative path with no source folder")
         path = table.base_dir / path
+    if not allow_outside:
+        roots = confinement_roots(table)
+        resolved = path.resolve()
+        if not any(resolved.is_relative_to(root) for root in roots):
+            where = " or ".join(str(root) for root in roots)
+            return Drop(
+                -1,
+                schema.REFUSED_PATH,
+                f"{text}: outside {where}; pass --allow-outside-paths to read it",
+            )
     try:
         stat = path.stat()
     except OSError:
@@ -365,6 +436,18 @@ def image_ref(value: Any, table: SourceTable) -> ImageRef | Drop:
         return Drop(-1, schema.MISSING_IMAGE, f"{path}: not a file")
     key = f"file:{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     return ImageRef(key, "file", text, path)
+
+
+def confinement_roots(table: SourceTable) -> list[Path]:
+    """Where a source's local image paths may point: its own folder, or for a hub dataset
+    the `datasets` cache its files were extracted to."""
+    if table.base_dir is not None:
+        return [table.base_dir.resolve()]
+    if table.kind == "hub":
+        import datasets
+
+        return [Path(datasets.config.HF_DATASETS_CACHE).resolve()]
+    return []
 
 
 def process_images(
@@ -411,9 +494,12 @@ def process_images(
 
                 def one_local(ref: ImageRef) -> tuple[str, dict[str, Any] | Drop]:
                     try:
-                        data = _local_bytes(ref)
+                        data = _local_bytes(ref, config.download.max_bytes)
                     except OSError as exc:
-                        return ref.key, Drop(-1, schema.MISSING_IMAGE, f"{ref.label}: {exc}")
+                        reason = exc.strerror or type(exc).__name__
+                        return ref.key, Drop(-1, schema.MISSING_IMAGE, f"{ref.label}: {reason}")
+                    except ImageError as exc:
+                        return ref.key, Drop(-1, schema.INVALID_IMAGE, f"{ref.label}: {exc}")
                     return ref.key, finish(ref, data)
 
                 for key, result in pool.map(one_local, local):
@@ -449,7 +535,6 @@ async def _download_all(
     """
     loop = asyncio.get_running_loop()
     bodies = asyncio.Semaphore(2 * options.concurrency)
-    verdicts: dict[tuple[str, int], str | None] = {}  # host check per run, not per URL
     results: dict[str, dict[str, Any] | Drop] = {}
     pending: set[asyncio.Future] = set()
     todo = iter(refs)  # shared by the workers; safe, they all run on this event loop
@@ -465,7 +550,7 @@ async def _download_all(
         for ref in todo:
             await bodies.acquire()
             try:
-                data = await fetch_bytes(client, ref.value, options, verdicts)
+                data = await fetch_bytes(client, ref.value, options)
             except FetchError as exc:
                 results[ref.key] = Drop(-1, exc.reason, exc.detail)
                 bodies.release()
@@ -491,14 +576,27 @@ async def _download_all(
     return results
 
 
-def _local_bytes(ref: ImageRef) -> bytes:
+def _local_bytes(ref: ImageRef, max_bytes: int) -> bytes:
     if ref.kind == "file":
-        return Path(ref.value).read_bytes()
+        return read_capped(Path(ref.value), max_bytes)
     if ref.kind == "bytes":
         return ref.value
     buffer = io.BytesIO()
     ref.value.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def read_capped(path: Path, max_bytes: int) -> bytes:
+    """A local image's bytes, refused (ImageError) past `max_bytes` without reading them all:
+    the same cap as downloads, so a 1.5 GB file in a catalog costs nothing."""
+    with path.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > max_bytes:
+            raise ImageError(f"file of {size:,} bytes exceeds the cap of {max_bytes:,} bytes")
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # a file that lied about its size (/proc, a growing file)
+        raise ImageError(f"file exceeds the cap of {max_bytes:,} bytes")
+    return data
 
 
 def build_output_frame(

@@ -29,8 +29,16 @@ class PriceError(ValueError):
         self.detail = detail
 
 
-def parse_price(value: Any) -> float:
-    """Return the price as a non-negative float, or raise `PriceError` saying why not.
+#: Default upper bound for a catalog price: above it is a data error (1e300, a SKU in the
+#: price column), not a product. `prepare` takes it from `max_price`.
+DEFAULT_MAX_PRICE = 10_000_000.0
+
+
+def parse_price(value: Any, *, max_price: float = DEFAULT_MAX_PRICE) -> float:
+    """Return the price as a positive, finite float up to `max_price`, or raise `PriceError`.
+
+    0 and -0 are refused (a free product is missing data, and "-0.00" is no price a model
+    should learn), and so is anything over `max_price`, with `price_out_of_range`.
 
     Separator rules for strings: when both "," and "." occur, the last one is the decimal
     separator ("1,290.00" and "1.290,00"); a lone separator followed by exactly three digits
@@ -50,6 +58,13 @@ def parse_price(value: Any) -> float:
         raise PriceError(schema.NON_NUMERIC_PRICE, f"price {value!r} is not finite")
     if number < 0:
         raise PriceError(schema.NEGATIVE_PRICE, f"price {value!r} is negative")
+    if number == 0:
+        raise PriceError(schema.PRICE_OUT_OF_RANGE, f"price {value!r} is zero, not a price")
+    if number > max_price:
+        raise PriceError(
+            schema.PRICE_OUT_OF_RANGE,
+            f"price {value!r} is above max_price {max_price:g} (raise max_price if genuine)",
+        )
     return number
 
 

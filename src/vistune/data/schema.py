@@ -63,6 +63,8 @@ MISSING_IMAGE: Final = "missing_image"
 INVALID_IMAGE: Final = "invalid_image"
 DOWNLOAD_FAILED: Final = "download_failed"
 REFUSED_URL: Final = "refused_url"
+REFUSED_PATH: Final = "refused_path"  # a local image path outside the source folder
+PRICE_OUT_OF_RANGE: Final = "price_out_of_range"  # zero, or above the configured maximum
 
 DROP_REASONS: Final[tuple[str, ...]] = (
     DUPLICATE_ROW,
@@ -71,8 +73,10 @@ DROP_REASONS: Final[tuple[str, ...]] = (
     MISSING_PRICE,
     NON_NUMERIC_PRICE,
     NEGATIVE_PRICE,
+    PRICE_OUT_OF_RANGE,
     MISSING_IMAGE,
     INVALID_IMAGE,
     DOWNLOAD_FAILED,
     REFUSED_URL,
+    REFUSED_PATH,
 )

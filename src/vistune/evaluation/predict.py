@@ -1,6 +1,6 @@
 """`vistune predict`: answer for image files, one result per file, bad files reported per file.
 
-Each file is read with a byte cap and validated by `vistune.data.images.normalise_image`
+Each file is read with a byte cap and validated by `vistune.data.images.open_checked_image`
 (full decode, decompression-bomb and pixel limits, EXIF orientation, RGB), the same checks
 `prepare` applies to training images. A file that fails gets an error naming the file and
 the reason; the other files are still answered, in batches through the model's `generate`.
@@ -8,7 +8,6 @@ the reason; the other files are still answered, in batches through the model's `
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pydantic import Field
 
 from vistune.answer import parse_answer, template_spec
 from vistune.config import VistuneConfig
-from vistune.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, normalise_image
+from vistune.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, open_checked_image
 from vistune.errors import ImageError
 from vistune.evaluation.runner import Device, Precision
 
@@ -86,23 +85,26 @@ def load_image_file(path: Path, *, max_bytes: int, max_pixels: int) -> Image.Ima
 
 def _read_checked_image(path: Path, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """The image in `path`, or ImageError with the reason (the caller names the file)."""
-    if not path.exists():
-        raise ImageError("no such file")
-    if not path.is_file():
-        raise ImageError("not a file")
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise ImageError(
-            f"file is {size:,} bytes, over the limit of {max_bytes:,} "
-            "(raise max_image_bytes if it is genuine)"
-        )
-    with path.open("rb") as handle:
-        data = handle.read(max_bytes + 1)
+    try:
+        if not path.exists():
+            raise ImageError("no such file", kind="unreadable")
+        if not path.is_file():
+            raise ImageError("not a file", kind="unreadable")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageError(
+                f"file is {size:,} bytes, over the limit of {max_bytes:,} "
+                "(raise max_image_bytes if it is genuine)",
+                kind="too_large",
+            )
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:  # unreadable (permissions, a folder that vanished, EIO)
+        reason = exc.strerror or exc
+        raise ImageError(f"cannot read the file ({reason})", kind="unreadable") from exc
     if len(data) > max_bytes:  # grew while we looked
-        raise ImageError(f"file is over the limit of {max_bytes:,} bytes")
-    checked = normalise_image(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels)
-    with Image.open(io.BytesIO(checked.data)) as image:
-        return image.convert("RGB")
+        raise ImageError(f"file is over the limit of {max_bytes:,} bytes", kind="too_large")
+    return open_checked_image(data, max_side=DEFAULT_MAX_SIDE, max_pixels=max_pixels)
 
 
 def predict_images(

@@ -22,12 +22,15 @@ from pydantic import Field
 from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE, template_spec
 from vistune.config import VistuneConfig, read_yaml
 from vistune.errors import ConfigError, DataError
+from vistune.outputs import atomic_output_dir, check_output_dir
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Device = Literal["auto", "cpu", "cuda"]
 
 #: Generation length when neither the run's config nor the user gives one.
 DEFAULT_MAX_NEW_TOKENS = 64
+#: Files that mark a folder as an evaluation's output (which a new evaluation may replace).
+EVALUATION_MARKERS = ("metrics.json", "evaluate.yaml")
 
 
 class EvaluateConfig(VistuneConfig):
@@ -202,8 +205,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         raise DataError(f"{data}: split {config.split!r} has no rows to evaluate")
     train = load_split(data, "train")
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    config_path = config.save(out / "evaluate.yaml")
+    check_output_dir(out, EVALUATION_MARKERS, "evaluation")  # before the long part
     if config.limit is not None and config.limit < len(frame):
         frame = frame.sample(n=config.limit, random_state=config.seed).sort_index()
     torch.manual_seed(config.seed)
@@ -261,24 +263,30 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         ),
         "definitions": _definitions(),
     }
+    with atomic_output_dir(out, EVALUATION_MARKERS, "evaluation") as work:
+        config.save(work / "evaluate.yaml")
+        (work / "metrics.json").write_text(
+            json.dumps(summary, indent=2, default=_json_default) + "\n"
+        )
+        predictions.to_parquet(work / "predictions.parquet", index=False)
+        if ablation_predictions is not None:
+            ablation_predictions.to_parquet(work / "predictions_blank_image.parquet", index=False)
+        if base_predictions is not None:
+            base_predictions.to_parquet(work / "predictions_base_model.parquet", index=False)
+        write_report(
+            work / "report.html",
+            summary=summary,
+            predictions=predictions,
+            ablation=ablation_predictions,
+            load_image=lambda rel: open_image(data, rel),
+            n_examples=config.report_examples,
+        )
+        if config.wandb:
+            log_to_wandb(config, summary, predictions, data, out_dir=work)
+    config_path = out / "evaluate.yaml"
     metrics_path = out / "metrics.json"
-    metrics_path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
     predictions_path = out / "predictions.parquet"
-    predictions.to_parquet(predictions_path, index=False)
-    if ablation_predictions is not None:
-        ablation_predictions.to_parquet(out / "predictions_blank_image.parquet", index=False)
-    if base_predictions is not None:
-        base_predictions.to_parquet(out / "predictions_base_model.parquet", index=False)
-    report_path = write_report(
-        out / "report.html",
-        summary=summary,
-        predictions=predictions,
-        ablation=ablation_predictions,
-        load_image=lambda rel: open_image(data, rel),
-        n_examples=config.report_examples,
-    )
-    if config.wandb:
-        log_to_wandb(config, summary, predictions, data)
+    report_path = out / "report.html"
     print_summary(console, summary)
     console.print(f"wrote {metrics_path}, {predictions_path}, {report_path}")
     return EvalResult(
@@ -321,14 +329,20 @@ def flat_summary(summary: dict[str, Any]) -> dict[str, float | int]:
 
 
 def log_to_wandb(
-    config: EvaluateConfig, summary: dict[str, Any], predictions: pd.DataFrame, data_dir: Path
+    config: EvaluateConfig,
+    summary: dict[str, Any],
+    predictions: pd.DataFrame,
+    data_dir: Path,
+    *,
+    out_dir: Path | None = None,
 ) -> None:
-    """Summary values and a predictions Table (with images) in a W&B run under `out/wandb/`."""
+    """Summary values and a predictions Table (with images) in a W&B run under `out/wandb/`
+    (`out_dir`: the folder being written, when it is not `config.out` yet)."""
     from vistune.evaluation.tables import wandb_table
     from vistune.tracking import init_wandb
 
     run = init_wandb(
-        config.out,
+        out_dir or config.out,
         project=config.wandb_project,
         name=config.wandb_name or f"eval-{Path(config.model).name}-{config.split}",
         config=config.model_dump(mode="json"),

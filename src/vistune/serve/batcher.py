@@ -20,7 +20,12 @@ Out = TypeVar("Out")
 
 
 class BatcherClosedError(RuntimeError):
-    """Raised to a request submitted after shutdown began."""
+    """Raised to a request submitted after shutdown began, or still queued when the
+    shutdown grace period ran out (the server answers 503 with Retry-After)."""
+
+
+class BatcherFullError(RuntimeError):
+    """Raised to a request that finds `max_queue` requests already waiting (503)."""
 
 
 @dataclass
@@ -70,22 +75,33 @@ class MicroBatcher(Generic[In, Out]):
         *,
         max_batch_size: int = 8,
         max_wait_ms: float = 10.0,
+        max_queue: int | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
+        if max_queue is not None and max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self.run_batch = run_batch
+        self.max_queue = max_queue
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
         self.stats = BatchStats()
         self._queue: asyncio.Queue[Any] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._closed = False
+        self._draining = False
+        self._cut_off = False  # the grace period is over: nothing more runs
+        self._cutoff: asyncio.TimerHandle | None = None
 
     @property
     def pending(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def draining(self) -> bool:
+        return self._draining or self._closed
 
     def start(self) -> None:
         """Start the worker task on the running event loop."""
@@ -96,17 +112,52 @@ class MicroBatcher(Generic[In, Out]):
 
     async def submit(self, value: In) -> Out:
         """Queue one input and wait for its output."""
-        if self._closed or self._queue is None:
+        if self._closed or self._cut_off or self._queue is None:
             raise BatcherClosedError("the server is shutting down")
+        if self.max_queue is not None and self._queue.qsize() >= self.max_queue:
+            raise BatcherFullError(f"{self._queue.qsize()} requests are already waiting")
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Item(value, future))
         return await future
+
+    def begin_drain(self, grace_s: float) -> None:
+        """Shutdown step 1: `draining` turns true (the app refuses requests that arrive from
+        now on), requests already being received or decoded may still join the queue, and
+        the queue keeps running for `grace_s` seconds; then whatever is still queued fails
+        with `BatcherClosedError` (503 with Retry-After), so every accepted request gets an
+        answer before the server stops. The batch running at that moment finishes normally."""
+        if self.draining:
+            return
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        self._cutoff = loop.call_later(max(grace_s, 0.0), self._reject_queued)
+
+    def _reject_queued(self) -> None:
+        self._cut_off = True
+        if self._queue is None:
+            return
+        kept = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is _STOP:
+                kept.append(item)
+            elif not item.future.done():
+                item.future.set_exception(
+                    BatcherClosedError(
+                        "the server is shutting down and this request could not "
+                        "run before the grace period ended"
+                    )
+                )
+        for item in kept:
+            self._queue.put_nowait(item)
 
     async def close(self) -> None:
         """Stop accepting requests, finish every queued one, then stop the worker."""
         if self._closed:
             return
         self._closed = True
+        if self._cutoff is not None:
+            self._cutoff.cancel()
         if self._queue is not None and self._worker is not None:
             self._queue.put_nowait(_STOP)
             await self._worker

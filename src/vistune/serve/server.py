@@ -46,9 +46,7 @@ def build_app(config: ServeConfig) -> Any:
 
 
 def run_server(config: ServeConfig, console: Console | None = None) -> None:
-    """Serve until Ctrl-C/SIGTERM; uvicorn finishes open requests, then the batcher drains."""
-    import uvicorn
-
+    """Serve until Ctrl-C/SIGTERM; then drain (see `draining_server`) and stop."""
     console = console or Console(stderr=True)
     console.print(f"loading [bold]{config.model}[/] ...")
     app = build_app(config)
@@ -61,12 +59,53 @@ def run_server(config: ServeConfig, console: Console | None = None) -> None:
         f"serving on http://{config.host}:{config.port}/  (POST /v1/predict, GET /healthz; "
         f"batches of up to {config.max_batch_size}, wait {config.max_wait_ms:g} ms)"
     )
-    uvicorn.run(
+    server = draining_server(
         app,
         host=config.host,
         port=config.port,
         log_level="info",
-        timeout_graceful_shutdown=30,
+        log_config=log_config(),
+        grace_s=config.shutdown_grace_s,
+    )
+    server.run()
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging setup, plus vistune's own serve messages (a client that went away)
+    on the same stream and format."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["vistune"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+#: Time on top of the grace period for the batch running when it ends to finish and answer.
+SHUTDOWN_MARGIN_S = 30.0
+
+
+def draining_server(app: Any, *, grace_s: float, **settings: Any) -> Any:
+    """A uvicorn server whose shutdown first tells the app to drain (`app.state.begin_drain`).
+
+    uvicorn alone stops accepting connections, waits `timeout_graceful_shutdown` and then
+    cancels what is left, which answers 500 to every request still queued for the model.
+    Here SIGTERM (or `should_exit`) first switches the app to draining: new requests get 503
+    with Retry-After, queued ones run for `grace_s`, the rest get 503; uvicorn's own
+    timeout is set past that, so it never has to cancel a request.
+    """
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            begin_drain = getattr(getattr(app, "state", None), "begin_drain", None)
+            if begin_drain is not None:
+                begin_drain()
+            await super().shutdown(sockets)
+
+    return DrainingServer(
+        uvicorn.Config(app, timeout_graceful_shutdown=int(grace_s + SHUTDOWN_MARGIN_S), **settings)
     )
 
 
@@ -88,15 +127,12 @@ class BackgroundServer:
 
 def start_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
     """Serve `app` from a thread; port 0 binds any free port before the server starts."""
-    import uvicorn
-
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound_port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=60)
-    )
+    grace_s = getattr(getattr(app, "state", None), "shutdown_grace_s", 30.0)
+    server = draining_server(app, log_level="warning", lifespan="on", grace_s=grace_s)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -7,13 +7,12 @@ the limit, so a client can never make the server buffer more than the cap.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from vistune.data.images import ALLOWED_FORMATS, normalise_image
+from vistune.data.images import ALLOWED_FORMATS, open_checked_image
 from vistune.errors import ImageError
 
 #: Room for multipart boundaries and headers on top of the image itself.
@@ -29,38 +28,33 @@ class UploadRejectedError(Exception):
         self.detail = detail
 
 
+#: HTTP status for each kind of `ImageError` the gate raises; anything else is a 400.
+STATUS_BY_KIND = {"empty": 400, "not_image": 415, "format": 415, "too_large": 413}
+
+
 def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     """Decode an uploaded file into an RGB image, or raise UploadRejectedError (413/415/400).
 
-    The format and pixel count are read from the header first (a decompression bomb costs
-    nothing and gets 413, a non-image gets 415); then the image goes through
-    `vistune.data.images.normalise_image`, the checks and normalisation `prepare` applied to
-    the training images (full decode, EXIF orientation, RGB with transparency on white,
-    longest side capped), so the model sees uploads as it saw its training data.
+    The bytes go through `vistune.data.images.open_checked_image`, the gate `prepare`
+    applied to the training images (format and pixel count read from the header before any
+    pixel is decoded, full decode, EXIF orientation, RGB with transparency on white, longest
+    side capped), so the model sees uploads as it saw its training data, and no decoder
+    failure of any type can become a 500: a bomb is 413, a non-image 415, the rest 400.
     """
     if not data:
         raise UploadRejectedError(400, "the uploaded file is empty")
-    formats = ", ".join(sorted(ALLOWED_FORMATS))
     try:
-        header = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise UploadRejectedError(413, f"image too large: {exc}") from exc
-    except UnidentifiedImageError as exc:
-        raise UploadRejectedError(415, f"not an image this server reads ({formats})") from exc
-    with header:
-        width, height = header.size
-        if header.format not in ALLOWED_FORMATS:
-            raise UploadRejectedError(415, f"{header.format} images are not accepted ({formats})")
-    if width * height > max_pixels:
-        raise UploadRejectedError(
-            413, f"image has {width}x{height} pixels, more than the limit of {max_pixels:,}"
-        )
-    try:
-        normalised = normalise_image(data, max_pixels=max_pixels)
-    except ImageError as exc:  # truncated or corrupt pixel data
-        raise UploadRejectedError(400, f"the image could not be decoded: {exc}") from exc
-    with Image.open(io.BytesIO(normalised.data)) as image:
-        return image.convert("RGB")
+        return open_checked_image(data, max_pixels=max_pixels)
+    except ImageError as exc:
+        status = STATUS_BY_KIND.get(exc.kind, 400)
+        if exc.kind in ("not_image", "format"):
+            formats = ", ".join(sorted(ALLOWED_FORMATS))
+            detail = f"not an image this server reads ({formats}): {exc}"
+        elif status == 413:
+            detail = f"image too large: {exc}"
+        else:
+            detail = f"the image could not be decoded: {exc}"
+        raise UploadRejectedError(status, detail) from exc
 
 
 class _BodyTooLargeError(Exception):

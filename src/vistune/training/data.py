@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from vistune.answer import format_answer
-from vistune.data.dataset import load_split, open_image
+from vistune.data.dataset import load_split, open_image, probe_images
 from vistune.errors import DataError
 
 
@@ -53,7 +53,8 @@ class CatalogDataset(Dataset):
             )
         self.question = question
         self.answers = format_answers(self.frame, template, source=f"{self.data_dir}/{split}")
-        self.images = self.frame["image"].tolist()
+        self.images = [str(path) for path in self.frame["image"]]
+        probe_images(self.data_dir, self.images)  # a bad file stops here, not in a worker
 
     def __len__(self) -> int:
         return len(self.frame)

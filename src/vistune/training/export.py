@@ -17,6 +17,7 @@ import torch
 
 from vistune.errors import ConfigError, ModelError
 from vistune.models.base import VisionLanguageModel
+from vistune.outputs import atomic_output_dir
 
 ExportKind = Literal["adapter", "merged", "full"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -41,6 +42,8 @@ def find_final(run_dir: Path) -> Path:
 
 
 def check_out_dir(out_dir: Path, source: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir}: exists and is not a folder; choose a new folder")
     if out_dir.resolve() == source.resolve():
         raise ConfigError(f"--out {out_dir}: is the model folder itself; choose another folder")
     if out_dir.exists() and any(out_dir.iterdir()):
@@ -77,8 +80,11 @@ def export_run(
     out_dir = Path(out_dir)
     check_out_dir(out_dir, final)
     is_adapter = (final / "adapter_config.json").is_file()
-    if is_adapter and merge:
-        merge_adapter(final, out_dir, DTYPES[dtype])
-        return ExportResult("merged", out_dir)
-    shutil.copytree(final, out_dir, dirs_exist_ok=True)
-    return ExportResult("adapter" if is_adapter else "full", out_dir)
+    kind: ExportKind = "merged" if is_adapter and merge else "adapter" if is_adapter else "full"
+    # Written next to out_dir and renamed into place: a failed export leaves no half folder.
+    with atomic_output_dir(out_dir, (), "model export") as work:
+        if is_adapter and merge:
+            merge_adapter(final, work, DTYPES[dtype])
+        else:
+            shutil.copytree(final, work, dirs_exist_ok=True)
+    return ExportResult(kind, out_dir)

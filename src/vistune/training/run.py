@@ -112,6 +112,8 @@ def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
                 f"{run_dir}: no complete checkpoint-* to resume from; run without --resume"
             )
         return checkpoint
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--output {run_dir}: exists and is not a folder; choose a folder")
     if run_dir.is_dir() and (any(run_dir.glob("checkpoint-*")) or (run_dir / "final").exists()):
         raise ConfigError(
             f"{run_dir}: already holds a run (checkpoint-*/final); pass --resume to continue it "
