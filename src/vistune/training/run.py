@@ -19,6 +19,7 @@ from rich.console import Console
 
 from vistune.errors import ConfigError
 from vistune.models.base import VisionLanguageModel
+from vistune.training.auto_map import clean_auto_maps
 from vistune.training.config import TrainConfig
 from vistune.training.data import (
     CatalogDataset,
@@ -244,6 +245,8 @@ def save_final(
         vlm.family.save_processor(vlm.processor, final_dir)
     else:
         VisionLanguageModel(model, vlm.processor, vlm.family, vlm.source).save(final_dir)
+    # A base folder's tokenizer/processor auto_map survives save_pretrained; its code does not.
+    clean_auto_maps(final_dir)
 
 
 def log_final_artifact(run: Any, final_dir: Path, method: str) -> None:
