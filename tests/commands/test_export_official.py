@@ -41,7 +41,12 @@ PROCESSOR_AUTO_MAP = {
     "AutoImageProcessor": "image_processing_phi3_v.Phi3VImageProcessor",
 }
 #: vLLM phi3v.py: hf_to_vllm_mapper.orig_to_new_prefix (checked in order, first match wins).
-VLLM_PREFIXES = ("model.vision_embed_tokens.wte", "model.vision_embed_tokens.", "lm_head.", "model.")
+VLLM_PREFIXES = (
+    "model.vision_embed_tokens.wte",
+    "model.vision_embed_tokens.",
+    "lm_head.",
+    "model.",
+)
 
 
 def edit_json(path: Path, **changes: object) -> None:
@@ -124,9 +129,9 @@ def test_run_final_names_no_absent_code(lora_run: Path) -> None:
 def test_file_set_is_the_base_folders(exported: tuple[Path, str], official_base: Path) -> None:
     out, output = exported
     files = {p.name for p in out.iterdir()}
-    base_non_weights = {
-        p.name for p in official_base.iterdir() if p.suffix != ".safetensors"
-    } - {"README.md"}
+    base_non_weights = {p.name for p in official_base.iterdir() if p.suffix != ".safetensors"} - {
+        "README.md"
+    }
     assert base_non_weights <= files
     shards = sorted(p.name for p in out.glob("*.safetensors"))
     assert len(shards) > 1 and shards[0].startswith("model-00001-of-")
@@ -135,8 +140,9 @@ def test_file_set_is_the_base_folders(exported: tuple[Path, str], official_base:
     assert not {"adapter_config.json", "adapter_model.safetensors", "README.md"} & files
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
     # copied byte for byte from the user's folder, never rewritten
-    for name in (*CODE_FILES, "preprocessor_config.json", "tokenizer_config.json",
-                 "tokenizer.json", "special_tokens_map.json", "generation_config.json", "LICENSE"):  # fmt: skip
+    copied = ("preprocessor_config.json", "tokenizer_config.json", "tokenizer.json",
+              "special_tokens_map.json", "generation_config.json", "LICENSE")  # fmt: skip
+    for name in (*CODE_FILES, *copied):
         assert (out / name).read_bytes() == (official_base / name).read_bytes(), name
     assert "official layout" in output and "vLLM cannot serve" in output  # tiny image id
 
@@ -149,7 +155,9 @@ def test_config_is_the_base_config(exported: tuple[Path, str], official_base: Pa
     assert config["architectures"] == ["Phi3VForCausalLM"]
     assert config["model_type"] == "phi3_v"
     assert config["auto_map"] == CONFIG_AUTO_MAP
-    for auto_map in (config["auto_map"], json.loads((out / "preprocessor_config.json").read_text())["auto_map"]):  # fmt: skip
+    processor = json.loads((out / "preprocessor_config.json").read_text())
+    assert processor["auto_map"] == PROCESSOR_AUTO_MAP
+    for auto_map in (config["auto_map"], processor["auto_map"]):
         for reference in auto_map.values():
             assert (out / (reference.rsplit(".", 1)[0] + ".py")).is_file(), reference
 
@@ -198,7 +206,8 @@ def test_export_reloads_with_the_merged_logits(
             return vlm.model(**batch).logits
 
     run_logits = logits(lora_run / "final")
-    base_logits = logits(Path(json.loads((lora_run / "final" / "adapter_config.json").read_text())["base_model_name_or_path"]))  # fmt: skip
+    adapter = json.loads((lora_run / "final" / "adapter_config.json").read_text())
+    base_logits = logits(Path(adapter["base_model_name_or_path"]))
     assert not torch.allclose(run_logits, base_logits, atol=1e-4)  # the adapter changed something
     torch.testing.assert_close(logits(out), run_logits, atol=1e-5, rtol=1e-5)
 

@@ -46,7 +46,9 @@ def missing_code(folder: Path, auto_map: dict[str, Any]) -> dict[str, list[str]]
     """Entries of `auto_map` whose module file is absent from `folder`: key -> missing files."""
     missing: dict[str, list[str]] = {}
     for key, value in auto_map.items():
-        absent = [module_file(r) for r in _references(value) if not (folder / module_file(r)).is_file()]
+        absent = [
+            module_file(r) for r in _references(value) if not (folder / module_file(r)).is_file()
+        ]
         if absent:
             missing[key] = absent
     return missing
