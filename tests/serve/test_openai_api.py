@@ -8,8 +8,14 @@ import base64
 import http.server
 import io
 import random
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -259,3 +265,40 @@ def test_http_image_urls_only_with_the_flag_and_address_check(
         )
     expected = direct_answer(tiny_predictor, png_bytes((120, 60, 30)), QUESTION, 6)
     assert completion.choices[0].message.content == expected
+
+
+@pytest.mark.slow
+def test_the_real_command_serves_the_chat_api(tiny_phi3v_dir: Path, image_server: str) -> None:
+    """`vistune serve --allow-image-urls` in its own process: the production wiring."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "vistune.cli", "serve", str(tiny_phi3v_dir), "--port"]
+    command += [str(port), "--token", TOKEN, "--allow-image-urls", "--set", "max_new_tokens=6"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "vistune serve did not come up"
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        client = client_for(url)
+        (model,) = [m.id for m in client.models.list().data]
+        assert model == str(tiny_phi3v_dir)
+        completion = client.chat.completions.create(
+            model=model, messages=user_message(data_url(png_bytes((9, 99, 199))))
+        )
+        assert isinstance(completion.choices[0].message.content, str)
+        assert completion.usage.completion_tokens <= 6  # the run's answer length by default
+        # the flag lets URLs through the address check, which refuses this loopback server
+        with pytest.raises(openai.BadRequestError, match="non-public address"):
+            client.chat.completions.create(model=model, messages=user_message(image_server))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        stderr = process.communicate(timeout=60)[1]
+    assert "/v1/chat/completions" in stderr  # the startup line names the endpoint
