@@ -222,6 +222,7 @@ def test_vistune_layout_has_no_remote_code(lora_run: Path, tmp_path: Path) -> No
     assert not list(out.glob("*.py"))
     for path in out.glob("*.json"):
         assert "auto_map" not in json.loads(path.read_text()), path.name
+    assert "export with --for official" in " ".join(result.output.split())
 
 
 def test_base_without_code_drops_auto_map_and_says_so(

@@ -227,13 +227,19 @@ def loadability(out: Path, base: Path | None) -> list[str]:
             "preprocessor_config.json): `vllm serve DIR --trust-remote-code` and SGLang load it "
             "as they load the base folder (their documented requirements; not run here)"
         )
-    else:
-        where = f"the base folder {base}" if base is not None else "this folder"
+    elif base is None:
         notes.append(
-            f"{where} has no Phi-3-vision processor code (processing_phi3_v.py with an "
-            "AutoProcessor auto_map): vLLM and SGLang, which build inputs with that processor "
-            "(trust_remote_code), cannot load it; copy the .py files and preprocessor_config.json "
-            "of microsoft/Phi-3-vision-128k-instruct (or Phi-3.5-vision-instruct) into it"
+            "vLLM and SGLang cannot load it: they build inputs with Microsoft's processor code "
+            "(processing_phi3_v.py, trust_remote_code), which this vistune layout does not "
+            "carry; export with --for official for them"
+        )
+    else:
+        notes.append(
+            f"vLLM and SGLang cannot load it: they build inputs with Microsoft's processor code "
+            f"(processing_phi3_v.py named by an AutoProcessor auto_map, trust_remote_code), and "
+            f"the base folder {base} has none; export again with --base pointing at a full "
+            "download of microsoft/Phi-3-vision-128k-instruct or Phi-3.5-vision-instruct "
+            "(hf download, .py files included)"
         )
     image_id = token_id(out, "<|image|>")
     configured = int(config.get("image_token_id", VLLM_PHI3V_IMAGE_TOKEN_ID))
