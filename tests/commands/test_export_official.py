@@ -232,10 +232,12 @@ def test_base_without_code_drops_auto_map_and_says_so(
     bare = tmp_path / "bare-base"
     shutil.copytree(official_base, bare, ignore=shutil.ignore_patterns("*.py"))
     out = tmp_path / "merged"
-    result = CliRunner().invoke(
-        app, ["export", str(lora_run), "--out", str(out), "--merge", "--base", str(bare)]
-    )
+    args = ["export", str(lora_run), "--out", str(out), "--merge", "--base", str(bare)]
+    result = CliRunner().invoke(app, [*args, "--dtype", "bfloat16"])
     assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    with safe_open(next(out.glob("*.safetensors")), "pt") as handle:
+        assert handle.get_tensor("lm_head.weight").dtype == torch.bfloat16
     for name in ("config.json", "preprocessor_config.json", "tokenizer_config.json"):
         assert "auto_map" not in json.loads((out / name).read_text()), name
     assert "dropped auto_map entry" in result.output
