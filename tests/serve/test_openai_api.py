@@ -256,8 +256,9 @@ def test_http_image_urls_only_with_the_flag_and_address_check(
 ) -> None:
     with serving_in_thread(serve_app(allow_image_urls=True)) as base:
         client = client_for(base)
-        with pytest.raises(openai.BadRequestError, match="non-public address"):
+        with pytest.raises(openai.BadRequestError, match="non-public address") as caught:
             client.chat.completions.create(model="tiny-test", messages=user_message(image_server))
+        assert "--allow-private-hosts" not in str(caught.value)  # prepare's flag, not the client's
     app = serve_app(allow_image_urls=True, allow_private_image_hosts=True)
     with serving_in_thread(app) as base:
         completion = client_for(base).chat.completions.create(

@@ -262,7 +262,9 @@ async def fetch_image_url(url: str, config: ServeConfig) -> bytes:
         try:
             return await fetch_bytes(client, url, options)
         except FetchError as exc:
-            raise ChatError(400, f"image_url: {exc.detail}", param="messages") from exc
+            # prepare's hint names its own CLI flag; a chat client cannot act on it
+            detail = exc.detail.split("; pass --allow-private-hosts", 1)[0]
+            raise ChatError(400, f"image_url: {detail}", param="messages") from exc
 
 
 async def load_image(url: str, config: ServeConfig) -> Image.Image:
