@@ -6,9 +6,11 @@
 warm-up, bursts of N requests (default 200) are sent at once, each a multipart upload of a
 different catalog image, and every request must come back 200. Both servers run side by side
 and the bursts alternate between them (3 each by default), so load from other processes
-hits both modes alike. Reported: errors, p50/p95/p99 latency as the client sees it (pooled
-over bursts), requests/s of a whole burst (median over bursts), the server's batch sizes,
-and the requests/s ratio batched / unbatched.
+hits both modes alike. The OpenAI chat endpoint (`POST /v1/chat/completions`, the image as a
+`data:` URL in a JSON body) is measured the same way on the micro-batching server, beside
+`/v1/predict`. Reported: errors, p50/p95/p99 latency as the client sees it (pooled over
+bursts), requests/s of a whole burst (median over bursts), the server's batch sizes, and the
+requests/s ratios batched / unbatched and chat / predict.
 
 Then SIGTERM under load: a third server (micro-batching, `shutdown_grace_s` = --grace-s)
 gets --sigterm-requests requests at once (default 290, far more than it can answer within
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import json
 import os
@@ -48,6 +51,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+#: The row of the OpenAI chat endpoint (on the micro-batching server).
+CHAT = "chat completions, micro-batching"
 
 
 def build_model(work: Path) -> Path:
@@ -109,20 +114,51 @@ def start_server(
     raise RuntimeError("server did not come up within 180 s")
 
 
-async def burst(url: str, images: list[bytes]) -> tuple[list[float], list[float], list[str], float]:
-    """Send every image at once: client latencies (s), server latencies (s), errors, wall (s)."""
+def chat_body(data: bytes, max_tokens: int) -> dict[str, Any]:
+    """An OpenAI chat request: the question as text, the image as a data: URL."""
+    from vistune.answer import DEFAULT_QUESTION
+
+    image_url = f"data:image/png;base64,{base64.b64encode(data).decode()}"
+    content = [
+        {"type": "text", "text": DEFAULT_QUESTION},
+        {"type": "image_url", "image_url": {"url": image_url}},
+    ]
+    return {
+        "model": "served",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+
+
+async def burst(
+    url: str, images: list[bytes], chat: dict[str, Any] | None = None
+) -> tuple[list[float], list[float], list[str], float]:
+    """Send every image at once: client latencies (s), server latencies (s), errors, wall (s).
+
+    `chat` (model name and max_tokens) sends OpenAI chat requests instead of /v1/predict.
+    """
     limits = httpx.Limits(max_connections=len(images), max_keepalive_connections=len(images))
+    bodies = (
+        [chat_body(d, chat["max_tokens"]) | {"model": chat["model"]} for d in images]
+        if chat
+        else None
+    )
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
 
-        async def one(data: bytes) -> tuple[float, float, str | None]:
+        async def one(index: int, data: bytes) -> tuple[float, float, str | None]:
             started = time.perf_counter()
             server_s, error = float("nan"), None
             try:
-                response = await client.post(
-                    "/v1/predict", files={"image": ("p.png", data, "image/png")}
-                )
+                if bodies is not None:
+                    response = await client.post("/v1/chat/completions", json=bodies[index])
+                else:
+                    response = await client.post(
+                        "/v1/predict", files={"image": ("p.png", data, "image/png")}
+                    )
                 if response.status_code == 200:
-                    server_s = response.json()["latency_ms"] / 1000
+                    body = response.json()
+                    server_s = (body["vistune"] if bodies else body)["latency_ms"] / 1000
                 else:
                     error = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
@@ -130,7 +166,7 @@ async def burst(url: str, images: list[bytes]) -> tuple[list[float], list[float]
             return time.perf_counter() - started, server_s, error
 
         started = time.perf_counter()
-        results = await asyncio.gather(*(one(data) for data in images))
+        results = await asyncio.gather(*(one(i, data) for i, data in enumerate(images)))
         wall = time.perf_counter() - started
     errors = [r[2] for r in results if r[2]]
     return [r[0] for r in results], [r[1] for r in results if not r[2]], errors, wall
@@ -169,10 +205,10 @@ def summarise(bursts: list[dict[str, Any]], batch: int, wait_ms: float) -> dict[
     }
 
 
-def run_burst(url: str, images: list[bytes]) -> dict[str, Any]:
+def run_burst(url: str, images: list[bytes], chat: dict[str, Any] | None = None) -> dict[str, Any]:
     """One burst against a running server, with the server's batch counters around it."""
     before = httpx.get(f"{url}/healthz").json()["batching"]
-    latencies, server_latencies, errors, wall = asyncio.run(burst(url, images))
+    latencies, server_latencies, errors, wall = asyncio.run(burst(url, images, chat))
     after = httpx.get(f"{url}/healthz").json()["batching"]
     return {
         "latencies": latencies,
@@ -312,7 +348,7 @@ def main() -> None:
             args.grace_s,
         )
 
-    ratio = None
+    ratio = chat_ratio = None
     if rows:
         batched, single = rows["micro-batching"], rows["one per pass"]
         ratio = batched["requests_per_s"] / single["requests_per_s"]
@@ -334,6 +370,10 @@ def main() -> None:
             )
         console.print(table)
         console.print(f"requests/s ratio micro-batching / one per pass: [bold]{ratio:.2f}x[/]")
+        chat_ratio = rows[CHAT]["requests_per_s"] / batched["requests_per_s"]
+        console.print(
+            f"requests/s ratio chat / predict (both micro-batching): [bold]{chat_ratio:.2f}x[/]"
+        )
     print_sigterm(console, sigterm)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -344,6 +384,7 @@ def main() -> None:
         "requests_per_burst": args.requests,
         "runs": rows,
         "ratio_requests_per_s": ratio,
+        "ratio_chat_to_predict_requests_per_s": chat_ratio,
         "sigterm_under_load": sigterm,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
     }
@@ -354,26 +395,36 @@ def main() -> None:
 def run_bursts(
     console: Any, model: str, images: list[bytes], args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
-    """Micro-batching vs one per pass, both servers up, bursts alternating between them."""
+    """Micro-batching vs one per pass, both servers up, bursts alternating between them; the
+    chat endpoint is measured on the micro-batching server beside /v1/predict."""
     modes = {"micro-batching": args.max_batch_size, "one per pass": 1}
     servers = {}
     try:
-        for name, batch in modes.items():
+        for name, batch in modes.items():  # both up at once; bursts alternate between them
             servers[name] = start_server(model, batch, args.max_wait_ms, args.max_new_tokens)
             url = servers[name][1]
             for data in images[:4]:  # warm-up: first passes allocate memory
                 httpx.post(f"{url}/v1/predict", files={"image": ("w.png", data, "image/png")},
                            timeout=600).raise_for_status()  # fmt: skip
-        bursts: dict[str, list[dict[str, Any]]] = {name: [] for name in modes}
+        batched_url = servers["micro-batching"][1]
+        served = httpx.get(f"{batched_url}/v1/models").json()["data"][0]["id"]
+        chat = {"model": served, "max_tokens": args.max_new_tokens}
+        httpx.post(f"{batched_url}/v1/chat/completions", json=chat_body(images[0],
+                   args.max_new_tokens) | chat, timeout=600).raise_for_status()  # fmt: skip
+        # measurement name -> (server, chat settings or None for /v1/predict)
+        plan = {name: (name, None) for name in modes}
+        plan[CHAT] = ("micro-batching", chat)
+        bursts: dict[str, list[dict[str, Any]]] = {name: [] for name in plan}
         for repeat in range(args.repeats):
-            for name in modes:
+            for name, (server, chat_settings) in plan.items():
                 console.print(f"burst {repeat + 1}/{args.repeats}, {name}: {len(images)} requests")
-                bursts[name].append(run_burst(servers[name][1], images))
+                bursts[name].append(run_burst(servers[server][1], images, chat_settings))
     finally:
         for process, _ in servers.values():
             process.terminate()
             process.wait(timeout=60)
-    return {name: summarise(bursts[name], batch, args.max_wait_ms) for name, batch in modes.items()}
+    batch_of = {**modes, CHAT: args.max_batch_size}
+    return {name: summarise(bursts[name], batch_of[name], args.max_wait_ms) for name in plan}
 
 
 if __name__ == "__main__":

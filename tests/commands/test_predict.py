@@ -107,9 +107,12 @@ def test_cli_json_lines_and_exit_code(tiny_phi3v_dir: Path, files: dict[str, Pat
         "--max-new-tokens",
         "6",
     ]
-    result = CliRunner().invoke(app, args)
+    out = files["ok31"].parent / "preds" / "answers.jsonl"
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 1, result.output
     lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    # the file holds the same records as the printed JSON lines, one per input
+    assert [json.loads(line) for line in out.read_text().splitlines()] == lines
     assert [line["path"] for line in lines] == [str(files[k]) for k in ("ok31", "text", "ok32")]
     assert lines[1]["raw"] is None and "not an image" in lines[1]["error"]
     for line in (lines[0], lines[2]):
@@ -132,3 +135,26 @@ def test_error_lines_name_the_file_once(files: dict[str, Path]) -> None:
     assert line.count(str(files["text"])) == 1
     with pytest.raises(ImageError, match=f"^{files['missing']}: no such file"):
         load_image_file(files["missing"], max_bytes=10, max_pixels=10)
+
+
+def test_json_lines_file_has_one_record_per_input(files: dict[str, Path], tmp_path: Path) -> None:
+    from vistune.evaluation.predict import write_json_lines
+
+    order = ["ok31", "missing", "ok33"]
+    results = predict_images(
+        FakeVLM(), [files[k] for k in order], question="q", template=DEFAULT_TEMPLATE
+    )
+    out = tmp_path / "out" / "predictions.jsonl"
+    write_json_lines(results, out)
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["path"] for r in records] == [str(files[k]) for k in order]
+    assert records[0] == {
+        "path": str(files["ok31"]),
+        "title": "Item 31",
+        "category": "bags",
+        "full_price": 31.5,
+        "raw": "Product: Item 31, Category: bags, Full Price: 31.50",
+        "error": None,
+    }
+    assert records[1]["raw"] is None and "no such file" in records[1]["error"]
+    assert not [p for p in out.parent.iterdir() if p.name != out.name]  # no temp files left

@@ -22,6 +22,15 @@ def command(
     json_lines: Annotated[
         bool, typer.Option("--json", help="One JSON object per line instead of text.")
     ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Also write JSON Lines here: one record per image (path, title, category, "
+            "full_price, raw, error).",
+            show_default=False,
+        ),
+    ] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Images per generate call (default 8).")
     ] = None,
@@ -54,13 +63,20 @@ def command(
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
         json_lines=json_lines or None,
+        out=out,
     )
     results = run_predict(cfg)
+    if cfg.out is not None:
+        from vistune.evaluation.predict import write_json_lines
+
+        write_json_lines(results, cfg.out)
     for result in results:
         line = (
             json.dumps(result.as_dict(), ensure_ascii=False) if cfg.json_lines else result.as_line()
         )
         print(line, flush=True)
+    if cfg.out is not None:
+        print(f"wrote {len(results)} records to {cfg.out}", file=sys.stderr)
     failed = sum(r.file_failed for r in results)
     if failed:
         print(f"{failed} of {len(results)} files could not be used", file=sys.stderr)

@@ -18,7 +18,7 @@ def command(
         str | None,
         typer.Option(
             envvar="VISTUNE_SERVE_TOKEN",
-            help="Require 'Authorization: Bearer TOKEN' (16+ characters) on /v1/predict, "
+            help="Require 'Authorization: Bearer TOKEN' (16+ characters) on /v1/* endpoints, "
             "the /healthz details and /docs.",
             show_default=False,
         ),
@@ -32,6 +32,13 @@ def command(
     max_upload_mb: Annotated[
         float | None, typer.Option(help="Largest accepted upload \\[default: 10].")
     ] = None,
+    allow_image_urls: Annotated[
+        bool,
+        typer.Option(
+            "--allow-image-urls",
+            help="Let /v1/chat/completions fetch http(s) image URLs (public addresses only).",
+        ),
+    ] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file with serve settings.")
     ] = None,
@@ -39,7 +46,8 @@ def command(
         list[str] | None, typer.Option("--set", help="Override a setting: key=value.")
     ] = None,
 ) -> None:
-    """Serve MODEL over HTTP: POST /v1/predict (multipart image), GET /healthz, GET / (page)."""
+    """Serve MODEL over HTTP: POST /v1/predict (multipart image), POST /v1/chat/completions
+    and GET /v1/models (OpenAI API), GET /healthz, GET / (page)."""
     try:
         import fastapi  # noqa: F401
         import python_multipart  # noqa: F401
@@ -66,5 +74,6 @@ def command(
             max_batch_size=max_batch_size,
             max_wait_ms=max_wait_ms,
             max_upload_mb=max_upload_mb,
+            allow_image_urls=allow_image_urls or None,
         )
     )

@@ -18,7 +18,12 @@ from pydantic import Field
 
 from vistune.answer import parse_answer, template_spec
 from vistune.config import VistuneConfig
-from vistune.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, open_checked_image
+from vistune.data.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    atomic_write_bytes,
+    open_checked_image,
+)
 from vistune.errors import ImageError
 from vistune.evaluation.runner import Device, Precision
 
@@ -40,6 +45,7 @@ class PredictConfig(VistuneConfig):
     max_image_bytes: int = Field(DEFAULT_MAX_BYTES, ge=1)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
     json_lines: bool = False
+    out: Path | None = Field(None, description="Also write one JSON record per input here.")
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,20 @@ class ImagePrediction:
             f"{self.path}: title: {self.title} | category: {self.category} | "
             f"full_price: {self.full_price:.2f} | raw: {self.raw!r}"
         )
+
+
+def write_json_lines(results: Sequence[ImagePrediction], path: Path) -> None:
+    """One JSON object per input, in input order, written atomically (all lines or none).
+
+    Each record has the keys of `--json`: path, title, category, full_price, raw (the model's
+    answer, null when the file could not be used) and error (why the file failed or why the
+    answer did not parse, else null).
+    """
+    import json
+
+    lines = "".join(json.dumps(r.as_dict(), ensure_ascii=False) + "\n" for r in results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, lines.encode("utf-8"))
 
 
 def load_image_file(path: Path, *, max_bytes: int, max_pixels: int) -> Image.Image:

@@ -26,10 +26,17 @@ from starlette.requests import ClientDisconnect
 from vistune import __version__
 from vistune.serve.batcher import BatcherClosedError, BatcherFullError, MicroBatcher
 from vistune.serve.config import ServeConfig
+from vistune.serve.openai_api import (
+    Generation,
+    GenerationRequest,
+    chat_runner_for,
+    max_request_bytes,
+    mixed_runner,
+    openai_router,
+)
 from vistune.serve.page import INDEX_HTML
 from vistune.serve.predictor import Prediction
 from vistune.serve.uploads import (
-    MULTIPART_OVERHEAD,
     BodySizeLimit,
     UploadRejectedError,
     decode_image,
@@ -55,15 +62,19 @@ def create_app(
     config: ServeConfig,
     *,
     model_name: str | None = None,
+    run_chat: Callable[[list[GenerationRequest]], Sequence[Generation]] | None = None,
 ) -> FastAPI:
     """Build the app; the micro-batcher starts with the server and drains on shutdown.
 
     `app.state.begin_drain()` is shutdown step 1 (the server calls it on SIGTERM): new
     requests get 503 + Retry-After, queued ones run for `shutdown_grace_s`, then the rest get
     503 too. `app.state.require_token` and `decode_upload` are what other endpoints reuse.
+    The OpenAI chat endpoints are served when `run_chat` is given or `run_batch` is a
+    Predictor; one batcher runs both kinds of request.
     """
-    batcher: MicroBatcher[Image.Image, Prediction] = MicroBatcher(
-        run_batch,
+    run_chat = run_chat or chat_runner_for(run_batch)
+    batcher: MicroBatcher[Any, Any] = MicroBatcher(
+        mixed_runner(run_batch, run_chat) if run_chat else run_batch,
         max_batch_size=config.max_batch_size,
         max_wait_ms=config.max_wait_ms,
         max_queue=config.max_queue,
@@ -83,7 +94,7 @@ def create_app(
     docs = {} if token is None else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="vistune", version=__version__, lifespan=lifespan, **docs)
     app.state.batcher = batcher
-    app.add_middleware(BodySizeLimit, max_bytes=config.max_upload_bytes + MULTIPART_OVERHEAD)
+    app.add_middleware(BodySizeLimit, max_bytes=max_request_bytes(config))
 
     def authorized(request: Request) -> bool:
         if token is None:
@@ -190,6 +201,18 @@ def create_app(
             "latency_ms": round((time.perf_counter() - started) * 1000.0, 3),
         }
 
+    if run_chat is not None:
+        served = model_name or config.model
+        app.include_router(
+            openai_router(
+                batcher,
+                config,
+                model_name=served,
+                authorize=require_token,
+                decode=decode_upload,
+                unavailable=unavailable,
+            )
+        )
     return app
 
 

@@ -19,7 +19,7 @@ class ServeConfig(VistuneConfig):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     token: SecretStr | None = Field(
-        None, description="Require `Authorization: Bearer <token>` on /v1/predict when set."
+        None, description="Require `Authorization: Bearer <token>` on /v1/* when set."
     )
     max_batch_size: int = Field(8, ge=1, le=512)
     max_queue: int = Field(
@@ -44,6 +44,13 @@ class ServeConfig(VistuneConfig):
     max_new_tokens: int | None = Field(None, ge=1, description="Default: the run's answer length.")
     num_crops: int | None = Field(None, ge=1, le=64)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    allow_image_urls: bool = Field(
+        False, description="Let /v1/chat/completions fetch http(s) image URLs (else data: only)."
+    )
+    allow_private_image_hosts: bool = Field(
+        False, description="Let fetched image URLs resolve to private/loopback addresses."
+    )
+    image_url_timeout_s: float = Field(10.0, gt=0, le=300)
 
     @field_validator("token")
     @classmethod

@@ -56,7 +56,8 @@ def run_server(config: ServeConfig, console: Console | None = None) -> None:
             "reach this port can use the model"
         )
     console.print(
-        f"serving on http://{config.host}:{config.port}/  (POST /v1/predict, GET /healthz; "
+        f"serving on http://{config.host}:{config.port}/  (POST /v1/predict, POST "
+        "/v1/chat/completions, GET /v1/models, GET /healthz; "
         f"batches of up to {config.max_batch_size}, wait {config.max_wait_ms:g} ms)"
     )
     server = draining_server(

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from vistune.errors import ConfigError
+from vistune.training.auto_map import clean_auto_maps
 from vistune.training.config import TrainConfig
 from vistune.training.model import has_prefix, set_adapter_base
 
@@ -178,6 +179,8 @@ def _write_final(
             set_adapter_base(model, base_source)
         model.save_pretrained(staging, state_dict=state_dict)
         vlm.family.save_processor(vlm.processor, staging)
+        # A base folder's tokenizer/processor auto_map survives save_pretrained; its code does not.
+        clean_auto_maps(staging)
         if final_dir.exists():
             shutil.rmtree(final_dir)
         staging.rename(final_dir)
