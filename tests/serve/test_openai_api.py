@@ -26,7 +26,7 @@ from PIL import Image
 from vistune.answer import parse_answer
 from vistune.serve.server import serving_in_thread
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"
 QUESTION = "What is shown in this image?"
 
 
@@ -207,12 +207,13 @@ def test_burst_of_chat_and_predict_requests_has_no_errors(url: str, tiny_predict
         await client.close()
         return results[: len(chats)], results[len(chats) :]
 
-    before = httpx.get(f"{url}/healthz").json()["batching"]
+    auth = {"authorization": f"Bearer {TOKEN}"}  # load figures are for trusted callers
+    before = httpx.get(f"{url}/healthz", headers=auth).json()["batching"]
     chats, predicts = asyncio.run(fire())
     errors = [r for r in [*chats, *predicts] if isinstance(r, Exception)]
     assert not errors, errors[:3]
     assert all(r.status_code == 200 for r in predicts)
-    after = httpx.get(f"{url}/healthz").json()["batching"]
+    after = httpx.get(f"{url}/healthz", headers=auth).json()["batching"]
     assert after["requests"] - before["requests"] == 28
     assert after["batches"] - before["batches"] < 28  # requests shared forward passes
     # batched answers are the answers each image gets alone
@@ -303,3 +304,30 @@ def test_the_real_command_serves_the_chat_api(tiny_phi3v_dir: Path, image_server
         process.send_signal(signal.SIGTERM)
         stderr = process.communicate(timeout=60)[1]
     assert "/v1/chat/completions" in stderr  # the startup line names the endpoint
+
+
+def test_chat_answers_503_with_retry_after_when_the_queue_is_full(tiny_predictor: Any) -> None:
+    """The chat route shares /v1/predict's limits: a full queue gives 503 with Retry-After
+    (never 500), in the OpenAI error shape."""
+    from vistune.serve.app import create_app
+    from vistune.serve.config import ServeConfig
+    from vistune.serve.server import serving_in_thread
+
+    config = ServeConfig(model="tiny-test", max_batch_size=1, max_wait_ms=0, max_queue=1)
+    app = create_app(tiny_predictor, config)
+    body = {"model": "tiny-test", "messages": user_message(data_url(png_bytes((9, 9, 9)))),
+            "max_tokens": 4}  # fmt: skip
+    with serving_in_thread(app) as base:
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=base, timeout=300) as http:
+                return await asyncio.gather(
+                    *(http.post("/v1/chat/completions", json=body) for _ in range(10))
+                )
+
+        responses = asyncio.run(burst())
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {200, 503} and 503 in statuses, statuses
+    for response in (r for r in responses if r.status_code == 503):
+        assert response.headers["retry-after"]
+        assert response.json()["error"]["type"] == "service_unavailable"
