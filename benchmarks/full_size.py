@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parent
 OFFICIAL_CONFIG = ROOT.parent / "tests" / "models" / "phi3v" / "official_config.json"
 RESULTS = ROOT / "results" / "full_size.json"
 CONFIG_ENV = "VISTUNE_FULL_SIZE_CONFIG"
+CHILD_TIMEOUT_S = 1800.0
 GIB = 2**30
 FULL_DEPTH = 32
 GRIDS = {4: 2, 16: 4}  # num_crops -> sub-crop grid side of a square product photo
@@ -205,30 +206,42 @@ def child_longrope() -> dict[str, Any]:
     result: dict[str, Any] = {"original_max_position_embeddings": original}
     # ordinary text ids: below the special ids (pad, image placeholder) of either config
     text_ids = min(raw["vocab_size"], 32000, config.pad_token_id, config.image_token_id)
-    for length, factors in ((64, scaling["short_factor"]), (original + 4, scaling["long_factor"])):
+    sets = {"short": scaling["short_factor"], "long": scaling["long_factor"]}
+
+    def error_vs(factors: list[float], cos: torch.Tensor, sin: torch.Tensor) -> float:
+        """Largest difference from cos/sin derived here from the config file alone."""
+        inv_freq = 1.0 / (
+            torch.tensor(factors, dtype=torch.float64) * raw["rope_theta"] ** exponents
+        )
+        positions = torch.arange(cos.shape[0], dtype=torch.float64)[:, None]
+        angles = torch.cat([positions * inv_freq, positions * inv_freq], dim=-1)
+        return max(
+            (cos - angles.cos() * expected_scale).abs().max().item(),
+            (sin - angles.sin() * expected_scale).abs().max().item(),
+        )
+
+    for length, expected in ((64, "short"), (original + 4, "long")):
         ids = torch.randint(3, text_ids, (1, length), generator=torch.Generator().manual_seed(1))
         start = time.perf_counter()
         with torch.no_grad():
             logits = model(input_ids=ids, logits_to_keep=1).logits
         seconds = time.perf_counter() - start
-        ext = torch.tensor(factors, dtype=torch.float64)
-        inv_freq = 1.0 / (ext * raw["rope_theta"] ** exponents)
-        positions = torch.arange(length, dtype=torch.float64)[:, None]
-        angles = torch.cat([positions * inv_freq, positions * inv_freq], dim=-1)
         cos, sin = seen[length]
-        error = max(
-            (cos - angles.cos() * expected_scale).abs().max().item(),
-            (sin - angles.sin() * expected_scale).abs().max().item(),
-        )
+        other = "long" if expected == "short" else "short"
         result[f"positions_{length}"] = {
-            "factors": "short" if factors is scaling["short_factor"] else "long",
-            "max_abs_error_vs_independent": error,
+            "expected_factors": expected,
+            # fp32 angles at ~4,100 positions carry ~4e-4 rounding; the other factor set is
+            # off by far more, so 1e-3 tells them apart
+            "max_abs_error_vs_independent": error_vs(sets[expected], cos, sin),
+            "max_abs_error_vs_other_factors": error_vs(sets[other], cos, sin),
             "logits_finite": bool(torch.isfinite(logits).all()),
             "forward_s": seconds,
         }
     result["attention_scale"] = expected_scale
     result["passed"] = all(
-        v["max_abs_error_vs_independent"] < 1e-4 and v["logits_finite"]
+        v["max_abs_error_vs_independent"] < 1e-3
+        and v["max_abs_error_vs_other_factors"] > 1e-2
+        and v["logits_finite"]
         for k, v in result.items()
         if k.startswith("positions_")
     )
@@ -244,14 +257,17 @@ CHILDREN = {
 
 def run_child(name: str, threads: int, timeout: float) -> dict[str, Any]:
     env = {**os.environ, **MALLOC_ENV, "OMP_NUM_THREADS": str(threads)}
-    completed = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--threads", str(threads)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        check=False,
-    )
+    try:
+        completed = subprocess.run(
+            [sys.executable, __file__, "--child", name, "--threads", str(threads)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s", "passed": False}
     if completed.returncode != 0:
         return {"error": completed.stderr.strip()[-1500:], "passed": False}
     return json.loads(completed.stdout.strip().splitlines()[-1])
@@ -452,6 +468,20 @@ def print_report(result: dict[str, Any], console: Console) -> None:
             f"{row['estimate_vistune_setup_gib']:.1f}",
         )
     console.print(compare)
+    peaks = Table(title="32 layers, CPU fp32, batch 2: fit extrapolation (measured) / estimate")
+    for col in ("method", "crops", "ckpt", "tokens/sample", "fit GiB", "estimate GiB"):
+        peaks.add_column(col, justify="right")
+    for row in result["peaks_32_layers"]:
+        fit = row["fit_extrapolation_gib"]
+        peaks.add_row(
+            row["method"],
+            str(row["num_crops"]),
+            "yes" if row["gradient_checkpointing"] else "no",
+            str(row["tokens_per_sample"]),
+            f"{fit:.1f}" if fit is not None else "not measured",
+            f"{row['estimate_gib']:.1f}",
+        )
+    console.print(peaks)
     for name in ("checkpoint_gradients", "longrope"):
         check = result["checks"].get(name, {})
         console.print(f"check {name}: {'PASSED' if check.get('passed') else 'FAILED'} {check}")
@@ -478,7 +508,40 @@ def microsoft_setup(plan: memory.MemoryPlan, method: str) -> memory.MemoryPlan:
     return plan
 
 
-def microsoft_comparison() -> list[dict[str, Any]]:
+def peaks_32_layers(
+    fit_rows: list[dict[str, Any]], coefficients: memory.Coefficients
+) -> list[dict[str, Any]]:
+    """32-layer peaks on CPU in fp32, batch 2: the depth fit's extrapolation where both depths
+    were measured, else the estimate with this run's coefficients (marked as such)."""
+    measured = {(f["method"], f["gradient_checkpointing"], f["num_crops"]): f for f in fit_rows}
+    rows = []
+    for method in ("lora", "full"):
+        for crops, grid in GRIDS.items():
+            for checkpointing in (False, True):
+                spec = ProbeSpec(
+                    config=official_config(),
+                    num_layers=FULL_DEPTH,
+                    method=method,
+                    gradient_checkpointing=checkpointing,
+                    grid=grid,
+                )
+                plan = memory.plan_for_probe_spec(spec)
+                estimate = memory.estimate_peak(plan, coefficients).total / GIB
+                fit = measured.get((method, checkpointing, crops))
+                rows.append(
+                    {
+                        "method": method,
+                        "num_crops": crops,
+                        "gradient_checkpointing": checkpointing,
+                        "tokens_per_sample": plan.tokens_per_sample,
+                        "fit_extrapolation_gib": fit["peak_32_layers_gib"] if fit else None,
+                        "estimate_gib": estimate,
+                    }
+                )
+    return rows
+
+
+def microsoft_comparison(coefficients: memory.Coefficients) -> list[dict[str, Any]]:
     """Estimate at Microsoft's conditions: 16 crops, batch 1, ~2,443 tokens per sample, bf16,
     gradient checkpointing, LoRA rank 64 (the official recipe)."""
     rows = []
@@ -494,8 +557,9 @@ def microsoft_comparison() -> list[dict[str, Any]]:
             lora_rank=64,
         )
         published = gb * 1e9 / GIB
-        as_vistune = memory.estimate_peak(plan).total / GIB
-        as_microsoft = memory.estimate_peak(microsoft_setup(plan, method)).total / GIB
+        as_vistune = memory.estimate_peak(plan, coefficients).total / GIB
+        setup = microsoft_setup(plan, method)
+        as_microsoft = memory.estimate_peak(setup, coefficients).total / GIB
         rows.append(
             {
                 "method": method,
@@ -562,7 +626,7 @@ def main() -> None:
     if args.device == "cuda":
         result["gpu"] = gpu_benchmark(args.threads)
     if not result.get("vision") or "error" in result["vision"]:
-        result["vision"] = run_child("vision", args.threads, timeout=args.budget_s)
+        result["vision"] = run_child("vision", args.threads, timeout=CHILD_TIMEOUT_S)
     console.print(f"vision: {result['vision']}")
 
     queue: list[ProbeSpec | str] = []
@@ -578,7 +642,7 @@ def main() -> None:
             result["skipped"].append(f"{describe(item)}: time budget {args.budget_s:.0f} s spent")
             continue
         if isinstance(item, str):
-            result["checks"][item] = run_child(item, args.threads, timeout=args.budget_s)
+            result["checks"][item] = run_child(item, args.threads, timeout=CHILD_TIMEOUT_S)
             console.print(f"check {item}: {result['checks'][item]}")
             continue
         item.threads = args.threads
@@ -590,7 +654,7 @@ def main() -> None:
             )
             continue
         try:
-            run = run_probe(item, timeout=max(60.0, 3 * args.budget_s))
+            run = run_probe(item, timeout=CHILD_TIMEOUT_S)
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             result["skipped"].append(f"{describe(item)}: {err}")
             continue
@@ -602,15 +666,17 @@ def main() -> None:
         )
     result["fits"] = fits(result["runs"], result["vision"])
     result["coefficients"] = memory.fit_coefficients(result["runs"])
-    result["microsoft_comparison"] = microsoft_comparison()
+    fitted = memory.coefficients_from_fit(result["coefficients"], "this run")
+    result["microsoft_comparison"] = microsoft_comparison(fitted)
     result["estimate_vs_measured"] = [
         {
             "config": describe_run(run),
             "measured_gib": run["peak_bytes"] / GIB,
-            "estimate_gib": memory.estimate_peak(memory.plan_from_probe(run)).total / GIB,
+            "estimate_gib": memory.estimate_peak(memory.plan_from_probe(run), fitted).total / GIB,
         }
         for run in result["runs"]
     ]
+    result["peaks_32_layers"] = peaks_32_layers(result["fits"], fitted)
     result["elapsed_s"] = time.perf_counter() - start
     print_report(result, console)
     console.print(f"total {result['elapsed_s']:.0f} s; GPU: not measured unless --device cuda")

@@ -34,6 +34,7 @@ __all__ = [
     "MemoryEstimate",
     "MemoryPlan",
     "check_fits",
+    "coefficients_from_fit",
     "estimate_peak",
     "estimate_record",
     "fit_coefficients",
@@ -380,6 +381,27 @@ def plan_from_probe(run: dict[str, Any], config: dict[str, Any] | None = None) -
 
 
 # -- fitting ----------------------------------------------------------------------------------
+#: With gradient checkpointing (non-reentrant, whole decoder layers) a layer keeps only its
+#: input hidden state until the backward pass: one value per token per hidden unit. Used
+#: when the benchmark has not measured checkpointed runs.
+CHECKPOINTED_LAYER_ANALYTIC = 1.0
+
+
+def coefficients_from_fit(fitted: dict[str, dict[str, float]], source: str) -> Coefficients:
+    """`Coefficients` from `fit_coefficients`' output; LoRA's stand in for QLoRA's, and the
+    analytic checkpointed value for a method without checkpointed runs."""
+    checkpointed = {
+        method: fitted["checkpointed_layer"].get(method, CHECKPOINTED_LAYER_ANALYTIC)
+        for method in fitted["layer"]
+    }
+    return Coefficients(
+        layer=dict(fitted["layer"]),
+        checkpointed_layer=checkpointed,
+        head=dict(fitted["head"]),
+        source=source,
+    )
+
+
 def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Coefficients from measured probes (least squares through the origin).
 
