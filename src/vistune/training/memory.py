@@ -1,16 +1,17 @@
 """Peak accelerator memory of a training step, estimated before training starts.
 
-The estimate is a sum of parts whose sizes are exact or fitted:
+What is held at the peak:
 
 - weights: every parameter and buffer as loaded (vistune loads LoRA and full fine-tuning in
   fp32 and trains under bf16/fp16 autocast; QLoRA holds the language model in 4 bits);
-- gradients and AdamW states: 1 + 2 copies of the trainable parameters;
-- activations per language-model layer: `layer` values per token per hidden unit without
-  gradient checkpointing; with it, `checkpointed_layer` values per layer plus one layer's
-  full set (the layer being recomputed);
-- the language-model head and loss: `head` values per token per vocabulary entry (logits,
-  their fp32 upcast and gradient);
-- the pixel values of the batch.
+- AdamW states: two copies of the trainable parameters; the batch's pixel values;
+- and the larger of two phases. Backward: activations, `layer` values per token per hidden
+  unit for each language-model layer (with gradient checkpointing `checkpointed_layer` per
+  layer plus the larger of one layer's full set and the head's), `head` values per token per
+  vocabulary entry for the LM head and loss (logits, their fp32 upcast and gradient), and
+  LoRA's gradients. Optimizer step: all gradients plus `step` values per token per
+  vocabulary entry. LoRA peaks in the backward pass; full fine-tuning at shallow depth in
+  the step, at full depth and long sequences in the backward pass.
 
 Activations scale with the batch, so the largest batch that fits follows from the same sum.
 The coefficients are fitted by `benchmarks/full_size.py` (`memory.fit_coefficients`) on
@@ -58,22 +59,33 @@ QLORA_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
 
 @dataclass(frozen=True)
 class Coefficients:
-    """Fitted activation sizes, in 4-byte values (see module docstring)."""
+    """Fitted sizes, in 4-byte values per token (see module docstring).
 
-    layer: dict[str, float]
-    checkpointed_layer: dict[str, float]
-    head: dict[str, float]
+    layer: per language-model layer, per hidden unit, held from forward to backward.
+    checkpointed_layer: the same under gradient checkpointing.
+    head: per vocabulary entry, the head and loss in the backward phase.
+    step: per vocabulary entry, what is left above weights, gradients and AdamW states in
+        the optimizer-step phase (full fine-tuning's peak at shallow depth).
+    """
+
+    layer: float
+    checkpointed_layer: float
+    head: float
+    step: float
     source: str = ""
 
 
-#: From benchmarks/results/full_size.json ("coefficients"), Phi-3-vision at full width,
-#: fp32, CPU; `qlora` uses LoRA's (same adapters, same activations). Refit by running the
-#: benchmark and copying its "coefficients" block here.
+#: benchmarks/results/full_size.json ("coefficients"): Phi-3-vision at full width, fp32,
+#: CPU. Refit by running the benchmark and copying its "coefficients" block here.
 COEFFICIENTS = Coefficients(
-    layer={"lora": 25.4, "full": 13.2},
-    checkpointed_layer={"lora": 2.0, "full": 2.0},
-    head={"lora": 3.0, "full": 3.0},
-    source="placeholder until the full-size benchmark has run",
+    layer=25.2245,
+    checkpointed_layer=1.0,
+    head=3.19176,
+    step=3.91037,
+    source=(
+        "benchmarks/full_size.py on CPU: LoRA and full at 4 crops, 1 and 2 layers; "
+        "checkpointed_layer analytic (checkpointed runs did not fit the time budget)"
+    ),
 )
 
 
@@ -97,65 +109,73 @@ class MemoryPlan:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Peak bytes by part. The peak is whichever phase is larger: the backward pass (layer
+    and head activations held, LoRA's small gradients) or the optimizer step (full-size
+    gradients); weights, AdamW states and the batch's pixels are held in both."""
+
     parts: dict[str, float] = field(default_factory=dict)
+    backward_phase: float = 0.0
+    step_phase: float = 0.0
 
     @property
     def total(self) -> float:
         return sum(self.parts.values())
 
     @property
-    def per_sample(self) -> float:
-        return self.parts.get("activations", 0.0) + self.parts.get("inputs", 0.0)
-
-    @property
-    def fixed(self) -> float:
-        return self.total - self.per_sample
-
-
-def _method_key(method: str) -> str:
-    return "lora" if method == "qlora" else method
-
-
-def activation_values_per_token(plan: MemoryPlan, coefficients: Coefficients) -> float:
-    """4-byte values per token of one sample held at the peak, layers and head together."""
-    method = _method_key(plan.method)
-    layer = coefficients.layer[method]
-    if plan.gradient_checkpointing:
-        layers = plan.num_layers * coefficients.checkpointed_layer[method] + layer
-    else:
-        layers = plan.num_layers * layer
-    return layers * plan.hidden_size + coefficients.head[method] * plan.vocab_size
+    def phase(self) -> str:
+        return "backward" if self.backward_phase >= self.step_phase else "optimizer step"
 
 
 def estimate_peak(plan: MemoryPlan, coefficients: Coefficients = COEFFICIENTS) -> MemoryEstimate:
     """Peak bytes of one steady-state training step, by part."""
-    per_token = activation_values_per_token(plan, coefficients)
-    # Layer activations follow the autocast dtype; the head's logits are upcast to fp32
-    # for the loss either way.
-    method = _method_key(plan.method)
-    head = coefficients.head[method] * plan.vocab_size * 4
-    layers = (per_token - coefficients.head[method] * plan.vocab_size) * plan.activation_bytes
     tokens = plan.tokens_per_sample * plan.batch_size
-    return MemoryEstimate(
-        {
-            "weights": plan.weight_bytes,
-            "gradients": plan.trainable_bytes,
-            "optimizer": plan.optimizer_states * plan.trainable_bytes,
-            "activations": tokens * (layers + head),
-            "inputs": plan.pixel_bytes_per_sample * plan.batch_size,
-        }
-    )
+    # Layer activations follow the autocast dtype; logits are upcast to fp32 for the loss.
+    one_layer = tokens * coefficients.layer * plan.hidden_size * plan.activation_bytes
+    head = tokens * coefficients.head * plan.vocab_size * 4
+    if plan.gradient_checkpointing:
+        # Each layer keeps its input; the head's backward runs before any layer is
+        # recomputed, so only the larger of the two is live on top.
+        kept = tokens * coefficients.checkpointed_layer * plan.hidden_size
+        activations = plan.num_layers * kept * plan.activation_bytes + max(one_layer, head)
+    else:
+        activations = plan.num_layers * one_layer + head
+    gradients = plan.trainable_bytes
+    # Full fine-tuning frees a layer's activations as its gradients appear; LoRA's few
+    # gradients sit next to all activations.
+    backward = activations + (0.0 if plan.method == "full" else gradients)
+    step = gradients + tokens * coefficients.step * plan.vocab_size * 4
+    parts = {
+        "weights": plan.weight_bytes,
+        "optimizer": plan.optimizer_states * plan.trainable_bytes,
+        "inputs": plan.pixel_bytes_per_sample * plan.batch_size,
+    }
+    if backward >= step:
+        parts["activations"] = activations
+        if plan.method != "full":
+            parts["gradients"] = gradients
+    else:
+        parts["gradients"] = step
+    return MemoryEstimate(parts, backward_phase=backward, step_phase=step)
 
 
 def largest_batch(
     plan: MemoryPlan, device_bytes: float, coefficients: Coefficients = COEFFICIENTS
 ) -> int:
     """The largest per-device batch whose estimate fits `USABLE_SHARE` of the device (0: none)."""
-    one = estimate_peak(_with_batch(plan, 1), coefficients)
-    room = USABLE_SHARE * device_bytes - one.fixed
-    if room < one.per_sample:
+    usable = USABLE_SHARE * device_bytes
+
+    def fits(batch: int) -> bool:
+        return estimate_peak(_with_batch(plan, batch), coefficients).total <= usable
+
+    if not fits(1):
         return 0
-    return int(room // one.per_sample)
+    low, high = 1, 2
+    while fits(high) and high < 1 << 20:
+        low, high = high, high * 2
+    while high - low > 1:  # fits(low), not fits(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
 
 
 def _with_batch(plan: MemoryPlan, batch_size: int) -> MemoryPlan:
@@ -213,7 +233,8 @@ def render_estimate(
         f"memory estimate  {estimate.total / GIB:.1f} GiB peak per device "
         f"(method {plan.method}, {plan.activation_bytes * 8}-bit activations, batch "
         f"{plan.batch_size}, {plan.tokens_per_sample} tokens/sample, gradient checkpointing "
-        f"{'on' if plan.gradient_checkpointing else 'off'}; GiB: {parts})"
+        f"{'on' if plan.gradient_checkpointing else 'off'}; peak in the {estimate.phase}; "
+        f"GiB: {parts})"
     ]
     if device_bytes is None:
         lines.append(
@@ -387,38 +408,34 @@ def plan_from_probe(run: dict[str, Any], config: dict[str, Any] | None = None) -
 CHECKPOINTED_LAYER_ANALYTIC = 1.0
 
 
-def coefficients_from_fit(fitted: dict[str, dict[str, float]], source: str) -> Coefficients:
-    """`Coefficients` from `fit_coefficients`' output; LoRA's stand in for QLoRA's, and the
-    analytic checkpointed value for a method without checkpointed runs."""
-    checkpointed = {
-        method: fitted["checkpointed_layer"].get(method, CHECKPOINTED_LAYER_ANALYTIC)
-        for method in fitted["layer"]
-    }
+def coefficients_from_fit(fitted: dict[str, float], source: str) -> Coefficients:
+    """`Coefficients` from `fit_coefficients`' output, with the analytic checkpointed value
+    when no checkpointed run was measured."""
     return Coefficients(
-        layer=dict(fitted["layer"]),
-        checkpointed_layer=checkpointed,
-        head=dict(fitted["head"]),
+        layer=fitted["layer"],
+        checkpointed_layer=fitted.get("checkpointed_layer", CHECKPOINTED_LAYER_ANALYTIC),
+        head=fitted["head"],
+        step=fitted["step"],
         source=source,
     )
 
 
-def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Coefficients from measured probes (least squares through the origin).
 
-    For each method: `layer` from the no-checkpointing runs' per-layer growth beyond the
-    parameter bytes, `checkpointed_layer` likewise from the checkpointing runs, `head` from
-    what is left at the runs' depths after weights, gradients, AdamW states, inputs and
-    layers. Runs of both num_crops are pooled (tokens enter as a factor).
+    `layer`: LoRA runs without checkpointing, per-layer growth of the peak beyond the
+    parameter bytes (their peak is the backward phase); `checkpointed_layer` likewise from
+    checkpointed LoRA runs (absent if none ran); `head`: what the LoRA runs hold beyond
+    weights, 3x trainable bytes, pixels and layers; `step`: what the full fine-tuning runs
+    hold beyond weights, 3x trainable bytes and pixels (their peak at the measured depths is
+    the optimizer step, which `step_phase_checked` confirms). Both num_crops are pooled.
     """
-    out: dict[str, dict[str, float]] = {"layer": {}, "checkpointed_layer": {}, "head": {}}
-    by_group: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for run in runs:
         spec = run["spec"]
-        by_group.setdefault((spec["method"], spec["gradient_checkpointing"]), []).append(run)
+        groups.setdefault((spec["method"], spec["gradient_checkpointing"]), []).append(run)
 
     def per_layer(group: list[dict[str, Any]]) -> float | None:
-        """Least squares of activation bytes per layer / (tokens * hidden * 4) over pairs of
-        depths at the same num_crops."""
         num = den = 0.0
         for a in group:
             for b in group:
@@ -434,28 +451,44 @@ def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
                 den += unit * unit
         return num / den if den else None
 
-    for method in ("lora", "full"):
-        plain = per_layer(by_group.get((method, False), []))
-        if plain is None:
-            continue
-        out["layer"][method] = plain
-        ckpt = per_layer(by_group.get((method, True), []))
-        if ckpt is not None:
-            out["checkpointed_layer"][method] = ckpt
+    def residual(group: list[dict[str, Any]], layer: float) -> float | None:
         num = den = 0.0
-        for run in by_group.get((method, False), []):
-            spec, geometry = run["spec"], run["geometry"]
+        for run in group:
             rest = (
                 run["peak_bytes"]
                 - run["weight_bytes"]
                 - 3 * run["trainable_bytes"]
                 - run["pixel_bytes"]
-                - spec["num_layers"] * plain * run["tokens"] * geometry["hidden_size"] * 4
+                - run["spec"]["num_layers"]
+                * layer
+                * run["tokens"]
+                * run["geometry"]["hidden_size"]
+                * 4
             )
-            unit = run["tokens"] * geometry["vocab_size"] * 4
+            unit = run["tokens"] * run["geometry"]["vocab_size"] * 4
             num += rest * unit
             den += unit * unit
-        out["head"][method] = num / den
+        return num / den if den else None
+
+    out: dict[str, float] = {}
+    layer = per_layer(groups.get(("lora", False), []))
+    if layer is None:
+        return out
+    out["layer"] = layer
+    out["head"] = residual(groups[("lora", False)], layer)
+    checkpointed = per_layer(groups.get(("lora", True), []))
+    if checkpointed is not None:
+        out["checkpointed_layer"] = checkpointed
+    step = residual(groups.get(("full", False), []), 0.0)
+    if step is not None:
+        out["step"] = step
+        fitted = coefficients_from_fit(out, "check")
+        out["step_phase_checked"] = float(
+            all(
+                estimate_peak(plan_from_probe(run), fitted).phase == "optimizer step"
+                for run in groups[("full", False)]
+            )
+        )
     return out
 
 
