@@ -79,12 +79,12 @@ class Coefficients:
 #: CPU. Refit by running the benchmark and copying its "coefficients" block here.
 COEFFICIENTS = Coefficients(
     layer=25.2245,
-    checkpointed_layer=1.0,
+    checkpointed_layer=0.814251,
     head=3.19176,
     step=3.91037,
     source=(
-        "benchmarks/full_size.py on CPU: LoRA and full at 4 crops, 1 and 2 layers; "
-        "checkpointed_layer analytic (checkpointed runs did not fit the time budget)"
+        "benchmarks/full_size.py on CPU, fp32, batch 2, 4 crops: LoRA and full at 1 and 2 "
+        "layers, LoRA with gradient checkpointing at 1 and 2 layers"
     ),
 )
 
