@@ -151,8 +151,8 @@ def child_checkpoint_gradients() -> dict[str, Any]:
     grads = {}
     for checkpointing in (False, True):
         if checkpointing:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
+            model.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False}
             )
         model.zero_grad(set_to_none=True)
         torch.manual_seed(7)  # the same dropout masks in both runs

@@ -152,8 +152,8 @@ def prepare(model: Any, spec: ProbeSpec):
     vlm = VisionLanguageModel(model, None, Phi3VFamily(), "probe")
     prepared = prepare_model(vlm, train_config)
     if spec.gradient_checkpointing:
-        prepared.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
+        prepared.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
         )
     return prepared
 
