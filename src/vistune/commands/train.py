@@ -39,6 +39,12 @@ def command(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from the last checkpoint in --output.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Train even when the memory estimate says it will not fit the GPU."
+        ),
+    ] = False,
 ) -> None:
     """Train with LoRA, QLoRA or full fine-tuning; saves RUN_DIR/config.yaml and RUN_DIR/final/."""
     from rich.console import Console
@@ -61,7 +67,7 @@ def command(
         report_to=trackers,
     )
     try:
-        result = run_training(cfg, resume=resume)
+        result = run_training(cfg, resume=resume, force=force)
     except KeyboardInterrupt:
         Console(stderr=True, highlight=False).print(
             f"interrupted: checkpoints in {cfg.output} are kept; continue with "

@@ -16,11 +16,11 @@ if TYPE_CHECKING:
 __all__ = ["TrainConfig", "TrainResult", "run_training"]
 
 
-def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
+def run_training(config: TrainConfig, resume: bool = False, force: bool = False) -> TrainResult:
     """Train as `config` says; see `vistune.training.run.run_training`."""
     from vistune.training.run import run_training as _run
 
-    return _run(config, resume=resume)
+    return _run(config, resume=resume, force=force)
 
 
 def __getattr__(name: str) -> Any:

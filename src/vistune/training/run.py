@@ -18,6 +18,7 @@ from rich.console import Console
 from transformers import set_seed
 
 from vistune.errors import ConfigError
+from vistune.training import memory
 from vistune.training.config import TrainConfig
 from vistune.training.data import (
     CatalogDataset,
@@ -262,8 +263,10 @@ def log_final_artifact(run: Any, final_dir: Path, method: str) -> None:
     run.log_artifact(artifact, aliases=["final"])
 
 
-def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
-    """Train as `config` says; returns where the model went and how far it got."""
+def run_training(config: TrainConfig, resume: bool = False, force: bool = False) -> TrainResult:
+    """Train as `config` says; returns where the model went and how far it got.
+
+    `force` trains even when the memory estimate says the step does not fit the GPU."""
     from vistune.tracking import init_wandb
 
     run_dir = Path(config.output)
@@ -331,6 +334,12 @@ def run_training(config: TrainConfig, resume: bool = False) -> TrainResult:
             run_dir / "knobs.json",
             {**knobs.to_dict(), "trainable_params": params.trainable, "params": params.total},
         )
+    memory_plan = memory.plan_for_training(model, config, precision, sample_batch)
+    device_name, device_bytes = memory.visible_accelerator()
+    if main:
+        console.print(memory.render_estimate(memory_plan, device_bytes, device_name), markup=False)
+        write_json(run_dir / "memory_estimate.json", memory.estimate_record(memory_plan))
+    memory.check_fits(memory_plan, device_bytes, force=force)
 
     run = None
     if main and "wandb" in config.trackers:

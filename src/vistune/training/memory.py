@@ -1,0 +1,534 @@
+"""Peak accelerator memory of a training step, estimated before training starts.
+
+What is held at the peak:
+
+- weights: every parameter and buffer as loaded (vistune loads LoRA and full fine-tuning in
+  fp32 and trains under bf16/fp16 autocast; QLoRA holds the language model in 4 bits);
+- AdamW states: two copies of the trainable parameters; the batch's pixel values;
+- and the larger of two phases. Backward: activations, `layer` values per token per hidden
+  unit for each language-model layer (with gradient checkpointing `checkpointed_layer` per
+  layer plus the larger of one layer's full set and the head's), `head` values per token per
+  vocabulary entry for the LM head and loss (logits, their fp32 upcast and gradient), and
+  LoRA's gradients. Optimizer step: all gradients plus `step` values per token per
+  vocabulary entry. LoRA peaks in the backward pass; full fine-tuning at shallow depth in
+  the step, at full depth and long sequences in the backward pass.
+
+Activations scale with the batch, so the largest batch that fits follows from the same sum.
+The coefficients are fitted by `benchmarks/full_size.py` (`memory.fit_coefficients`) on
+Phi-3-vision at full width on CPU in fp32, and copied here; `tests/training/test_memory.py`
+checks them against that file and checks the estimate against steps measured at a
+different, small geometry. Activations in bf16/fp16 are taken as half the fp32 bytes (not
+measured: no GPU was lent when the coefficients were fitted).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from vistune.errors import ConfigError
+
+__all__ = [
+    "COEFFICIENTS",
+    "Coefficients",
+    "MemoryEstimate",
+    "MemoryPlan",
+    "check_fits",
+    "coefficients_from_fit",
+    "estimate_peak",
+    "estimate_record",
+    "fit_coefficients",
+    "largest_batch",
+    "plan_for_model",
+    "plan_for_phi3v_config",
+    "plan_for_probe_spec",
+    "plan_for_training",
+    "plan_from_probe",
+    "render_estimate",
+    "visible_accelerator",
+]
+
+GIB = 2**30
+#: Share of the device's memory a step may plan to use: the rest is the CUDA context,
+#: allocator fragmentation and the temporaries of kernels this estimate does not see.
+USABLE_SHARE = 0.9
+#: 4-bit NF4 with double quantisation: half a byte per weight plus the block constants.
+QLORA_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Fitted sizes, in 4-byte values per token (see module docstring).
+
+    layer: per language-model layer, per hidden unit, held from forward to backward.
+    checkpointed_layer: the same under gradient checkpointing.
+    head: per vocabulary entry, the head and loss in the backward phase.
+    step: per vocabulary entry, what is left above weights, gradients and AdamW states in
+        the optimizer-step phase (full fine-tuning's peak at shallow depth).
+    """
+
+    layer: float
+    checkpointed_layer: float
+    head: float
+    step: float
+    source: str = ""
+
+
+#: benchmarks/results/full_size.json ("coefficients"): Phi-3-vision at full width, fp32,
+#: CPU. Refit by running the benchmark and copying its "coefficients" block here.
+COEFFICIENTS = Coefficients(
+    layer=25.2245,
+    checkpointed_layer=0.814251,
+    head=3.19176,
+    step=3.91037,
+    source=(
+        "benchmarks/full_size.py on CPU, fp32, batch 2, 4 crops: LoRA and full at 1 and 2 "
+        "layers, LoRA with gradient checkpointing at 1 and 2 layers"
+    ),
+)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What the estimate needs to know about one training step."""
+
+    weight_bytes: float
+    trainable_bytes: float
+    num_layers: int
+    hidden_size: int
+    vocab_size: int
+    tokens_per_sample: int
+    batch_size: int
+    method: str
+    activation_bytes: int = 4  # 2 under bf16/fp16 autocast
+    gradient_checkpointing: bool = False
+    pixel_bytes_per_sample: float = 0.0
+    optimizer_states: int = 2  # AdamW: exp_avg and exp_avg_sq
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Peak bytes by part. The peak is whichever phase is larger: the backward pass (layer
+    and head activations held, LoRA's small gradients) or the optimizer step (full-size
+    gradients); weights, AdamW states and the batch's pixels are held in both."""
+
+    parts: dict[str, float] = field(default_factory=dict)
+    backward_phase: float = 0.0
+    step_phase: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+    @property
+    def phase(self) -> str:
+        return "backward" if self.backward_phase >= self.step_phase else "optimizer step"
+
+
+def estimate_peak(plan: MemoryPlan, coefficients: Coefficients = COEFFICIENTS) -> MemoryEstimate:
+    """Peak bytes of one steady-state training step, by part."""
+    tokens = plan.tokens_per_sample * plan.batch_size
+    # Layer activations follow the autocast dtype; logits are upcast to fp32 for the loss.
+    one_layer = tokens * coefficients.layer * plan.hidden_size * plan.activation_bytes
+    head = tokens * coefficients.head * plan.vocab_size * 4
+    if plan.gradient_checkpointing:
+        # Each layer keeps its input; the head's backward runs before any layer is
+        # recomputed, so only the larger of the two is live on top.
+        kept = tokens * coefficients.checkpointed_layer * plan.hidden_size
+        activations = plan.num_layers * kept * plan.activation_bytes + max(one_layer, head)
+    else:
+        activations = plan.num_layers * one_layer + head
+    gradients = plan.trainable_bytes
+    # Full fine-tuning frees a layer's activations as its gradients appear; LoRA's few
+    # gradients sit next to all activations.
+    backward = activations + (0.0 if plan.method == "full" else gradients)
+    step = gradients + tokens * coefficients.step * plan.vocab_size * 4
+    parts = {
+        "weights": plan.weight_bytes,
+        "optimizer": plan.optimizer_states * plan.trainable_bytes,
+        "inputs": plan.pixel_bytes_per_sample * plan.batch_size,
+    }
+    if backward >= step:
+        parts["activations"] = activations
+        if plan.method != "full":
+            parts["gradients"] = gradients
+    else:
+        parts["gradients"] = step
+    return MemoryEstimate(parts, backward_phase=backward, step_phase=step)
+
+
+def largest_batch(
+    plan: MemoryPlan, device_bytes: float, coefficients: Coefficients = COEFFICIENTS
+) -> int:
+    """The largest per-device batch whose estimate fits `USABLE_SHARE` of the device (0: none)."""
+    usable = USABLE_SHARE * device_bytes
+
+    def fits(batch: int) -> bool:
+        return estimate_peak(_with_batch(plan, batch), coefficients).total <= usable
+
+    if not fits(1):
+        return 0
+    low, high = 1, 2
+    while fits(high) and high < 1 << 20:
+        low, high = high, high * 2
+    while high - low > 1:  # fits(low), not fits(high)
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def _with_batch(plan: MemoryPlan, batch_size: int) -> MemoryPlan:
+    from dataclasses import replace
+
+    return replace(plan, batch_size=batch_size)
+
+
+def fixes(plan: MemoryPlan, device_bytes: float, coefficients: Coefficients) -> list[str]:
+    """Changes that bring the estimate under the device, cheapest first, each with its figure."""
+    from dataclasses import replace
+
+    out = []
+    best = largest_batch(plan, device_bytes, coefficients)
+    if 0 < best < plan.batch_size:
+        out.append(f"per_device_batch_size={best} (raise gradient_accumulation_steps to keep it)")
+    if not plan.gradient_checkpointing:
+        ckpt = estimate_peak(replace(plan, gradient_checkpointing=True), coefficients).total
+        out.append(f"gradient_checkpointing=true ({ckpt / GIB:.1f} GiB)")
+    if plan.method == "full":
+        out.append("method=lora (trains adapters: no full-size gradients or AdamW states)")
+    if plan.method == "lora":
+        out.append("method=qlora (4-bit language model)")
+    out.append("a lower num_crops (fewer image tokens per sample)")
+    return out
+
+
+def check_fits(
+    plan: MemoryPlan,
+    device_bytes: float | None,
+    force: bool = False,
+    coefficients: Coefficients = COEFFICIENTS,
+) -> None:
+    """Refuse (ConfigError naming the fixes) when the estimate exceeds the device."""
+    if device_bytes is None or force:
+        return
+    total = estimate_peak(plan, coefficients).total
+    if total <= USABLE_SHARE * device_bytes:
+        return
+    raise ConfigError(
+        f"estimated peak {total / GIB:.1f} GiB exceeds {USABLE_SHARE:.0%} of the GPU's "
+        f"{device_bytes / GIB:.1f} GiB; try "
+        + "; or ".join(fixes(plan, device_bytes, coefficients))
+        + "; or pass --force to try anyway"
+    )
+
+
+def render_estimate(
+    plan: MemoryPlan, device_bytes: float | None, device_name: str | None = None
+) -> str:
+    """The lines `vistune train` prints under its knobs."""
+    estimate = estimate_peak(plan)
+    parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in estimate.parts.items())
+    lines = [
+        f"memory estimate  {estimate.total / GIB:.1f} GiB peak per device "
+        f"(method {plan.method}, {plan.activation_bytes * 8}-bit activations, batch "
+        f"{plan.batch_size}, {plan.tokens_per_sample} tokens/sample, gradient checkpointing "
+        f"{'on' if plan.gradient_checkpointing else 'off'}; peak in the {estimate.phase}; "
+        f"GiB: {parts})"
+    ]
+    if device_bytes is None:
+        lines.append(
+            "                 no accelerator visible: nothing to check the estimate against"
+        )
+    else:
+        best = largest_batch(plan, device_bytes)
+        lines.append(
+            f"                 {device_name or 'GPU'} {device_bytes / GIB:.1f} GiB: largest "
+            f"per-device batch that fits {best}" + ("" if best else " (none: see the fixes below)")
+        )
+    return "\n".join(lines)
+
+
+# -- plans ------------------------------------------------------------------------------------
+def _activation_bytes(precision: str) -> int:
+    return 2 if precision in ("bf16", "fp16") else 4
+
+
+def _text_config(config: Any) -> Any:
+    get_text = getattr(config, "get_text_config", None)
+    return get_text() if callable(get_text) else config
+
+
+def plan_for_model(
+    model: Any,
+    *,
+    method: str,
+    precision: str,
+    batch_size: int,
+    tokens_per_sample: int,
+    gradient_checkpointing: bool,
+    pixel_bytes_per_sample: float = 0.0,
+) -> MemoryPlan:
+    """A plan from a loaded, prepared model: its parameter bytes are counted, not assumed."""
+    params = list(model.parameters())
+    buffers = list(model.buffers())
+    text = _text_config(model.config)
+    return MemoryPlan(
+        weight_bytes=sum(t.numel() * t.element_size() for t in params + buffers),
+        trainable_bytes=sum(p.numel() * p.element_size() for p in params if p.requires_grad),
+        num_layers=text.num_hidden_layers,
+        hidden_size=text.hidden_size,
+        vocab_size=text.vocab_size,
+        tokens_per_sample=tokens_per_sample,
+        batch_size=batch_size,
+        method=method,
+        activation_bytes=_activation_bytes(precision),
+        gradient_checkpointing=gradient_checkpointing,
+        pixel_bytes_per_sample=pixel_bytes_per_sample,
+    )
+
+
+def _phi3v_parameter_bytes(config: Any, method: str, lora_rank: int) -> tuple[float, float]:
+    """(weight bytes, trainable bytes) of vistune's setup for `method`, counted on the meta
+    device (no memory): fp32 weights for lora/full, NF4 language-model linears for qlora;
+    vision tower frozen; projector trained; LoRA on the family's targets."""
+    import torch
+
+    from vistune.models.families import Phi3VFamily
+    from vistune.models.phi3v import Phi3VForCausalLM
+    from vistune.training.model import has_prefix, top_modules
+
+    family = Phi3VFamily
+    with torch.device("meta"):
+        model = Phi3VForCausalLM(config)
+    vision, projector = family.vision_tower_prefixes, family.projector_prefixes
+    projector_modules = set(top_modules(model, projector)[0])
+    adapters = 0.0  # LoRA A and B in fp32: they are parameters and trained
+    targets = set()
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, torch.nn.Linear)
+            and name.startswith("model.layers.")
+            and name.split(".")[-1] in family.default_lora_targets
+        ):
+            targets.add(name + ".weight")
+            if method in ("lora", "qlora"):
+                adapters += 4 * lora_rank * (module.in_features + module.out_features)
+    weights, trainable = adapters, adapters
+    for name, param in model.named_parameters():
+        if method == "qlora" and name in targets:
+            weights += param.numel() * QLORA_BYTES_PER_WEIGHT
+        else:
+            weights += param.numel() * (2 if method == "qlora" else 4)
+        if method == "full":
+            if not has_prefix(name, vision):
+                trainable += 4 * param.numel()
+        elif has_prefix(name, projector) and name.rsplit(".", 1)[0] in projector_modules:
+            # PEFT's modules_to_save trains a copy and keeps the original; bare parameters
+            # (the separators) stay frozen under LoRA.
+            trainable += 4 * param.numel()
+            weights += 4 * param.numel()
+    return weights, trainable
+
+
+def plan_for_phi3v_config(
+    config: dict[str, Any],
+    *,
+    method: str,
+    precision: str,
+    num_crops: int,
+    batch_size: int,
+    gradient_checkpointing: bool,
+    text_tokens: int = 64,
+    num_layers: int | None = None,
+    lora_rank: int = 16,
+) -> MemoryPlan:
+    """A plan for a Phi-3-vision config file (no weights needed), one square photo per sample."""
+    from vistune.models.phi3v import Phi3VConfig
+    from vistune.training.memory_probe import image_token_count
+
+    overrides = {} if num_layers is None else {"num_hidden_layers": num_layers}
+    cfg = Phi3VConfig.from_dict({**config, **overrides})
+    grid = max(1, math.isqrt(num_crops))
+    weights, trainable = _phi3v_parameter_bytes(cfg, method, lora_rank)
+    crop = cfg.crop_size
+    return MemoryPlan(
+        weight_bytes=weights,
+        trainable_bytes=trainable,
+        num_layers=cfg.num_hidden_layers,
+        hidden_size=cfg.hidden_size,
+        vocab_size=cfg.vocab_size,
+        tokens_per_sample=text_tokens + image_token_count(grid, grid, cfg.tokens_per_crop),
+        batch_size=batch_size,
+        method=method,
+        activation_bytes=_activation_bytes(precision),
+        gradient_checkpointing=gradient_checkpointing,
+        pixel_bytes_per_sample=(grid * grid + 1) * 3 * crop * crop * 4,
+    )
+
+
+def plan_for_probe_spec(spec: Any) -> MemoryPlan:
+    """The plan of a `memory_probe.ProbeSpec` (fp32, CPU), before it runs."""
+    return plan_for_phi3v_config(
+        spec.config,
+        method=spec.method,
+        precision="fp32",
+        num_crops=spec.grid * spec.grid,
+        batch_size=spec.batch_size,
+        gradient_checkpointing=spec.gradient_checkpointing,
+        text_tokens=spec.text_tokens,
+        num_layers=spec.num_layers,
+        lora_rank=spec.lora_rank,
+    )
+
+
+def plan_from_probe(run: dict[str, Any], config: dict[str, Any] | None = None) -> MemoryPlan:
+    """The plan of a measured probe, with the parameter bytes it counted."""
+    spec = run["spec"]
+    geometry = run.get("geometry") or config or {}
+    return MemoryPlan(
+        weight_bytes=run["weight_bytes"],
+        trainable_bytes=run["trainable_bytes"],
+        num_layers=spec["num_layers"],
+        hidden_size=geometry["hidden_size"],
+        vocab_size=geometry["vocab_size"],
+        tokens_per_sample=run["tokens_per_sample"],
+        batch_size=spec["batch_size"],
+        method=spec["method"],
+        activation_bytes=4,
+        gradient_checkpointing=spec["gradient_checkpointing"],
+        pixel_bytes_per_sample=run["pixel_bytes"] / spec["batch_size"],
+    )
+
+
+# -- fitting ----------------------------------------------------------------------------------
+#: With gradient checkpointing (non-reentrant, whole decoder layers) a layer keeps only its
+#: input hidden state until the backward pass: one value per token per hidden unit. Used
+#: when the benchmark has not measured checkpointed runs.
+CHECKPOINTED_LAYER_ANALYTIC = 1.0
+
+
+def coefficients_from_fit(fitted: dict[str, float], source: str) -> Coefficients:
+    """`Coefficients` from `fit_coefficients`' output, with the analytic checkpointed value
+    when no checkpointed run was measured."""
+    return Coefficients(
+        layer=fitted["layer"],
+        checkpointed_layer=fitted.get("checkpointed_layer", CHECKPOINTED_LAYER_ANALYTIC),
+        head=fitted["head"],
+        step=fitted["step"],
+        source=source,
+    )
+
+
+def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """Coefficients from measured probes (least squares through the origin).
+
+    `layer`: LoRA runs without checkpointing, per-layer growth of the peak beyond the
+    parameter bytes (their peak is the backward phase); `checkpointed_layer` likewise from
+    checkpointed LoRA runs (absent if none ran); `head`: what the LoRA runs hold beyond
+    weights, 3x trainable bytes, pixels and layers; `step`: what the full fine-tuning runs
+    hold beyond weights, 3x trainable bytes and pixels (their peak at the measured depths is
+    the optimizer step, which `step_phase_checked` confirms). Both num_crops are pooled.
+    """
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    for run in runs:
+        spec = run["spec"]
+        groups.setdefault((spec["method"], spec["gradient_checkpointing"]), []).append(run)
+
+    def per_layer(group: list[dict[str, Any]]) -> float | None:
+        num = den = 0.0
+        for a in group:
+            for b in group:
+                la, lb = a["spec"]["num_layers"], b["spec"]["num_layers"]
+                if lb <= la or a["tokens"] != b["tokens"]:
+                    continue
+                static = (b["weight_bytes"] - a["weight_bytes"]) + 3 * (
+                    b["trainable_bytes"] - a["trainable_bytes"]
+                )
+                growth = (b["peak_bytes"] - a["peak_bytes"] - static) / (lb - la)
+                unit = a["tokens"] * a["geometry"]["hidden_size"] * 4
+                num += growth * unit
+                den += unit * unit
+        return num / den if den else None
+
+    def residual(group: list[dict[str, Any]], layer: float) -> float | None:
+        num = den = 0.0
+        for run in group:
+            rest = (
+                run["peak_bytes"]
+                - run["weight_bytes"]
+                - 3 * run["trainable_bytes"]
+                - run["pixel_bytes"]
+                - run["spec"]["num_layers"]
+                * layer
+                * run["tokens"]
+                * run["geometry"]["hidden_size"]
+                * 4
+            )
+            unit = run["tokens"] * run["geometry"]["vocab_size"] * 4
+            num += rest * unit
+            den += unit * unit
+        return num / den if den else None
+
+    out: dict[str, float] = {}
+    layer = per_layer(groups.get(("lora", False), []))
+    if layer is None:
+        return out
+    out["layer"] = layer
+    out["head"] = residual(groups[("lora", False)], layer)
+    checkpointed = per_layer(groups.get(("lora", True), []))
+    if checkpointed is not None:
+        out["checkpointed_layer"] = checkpointed
+    step = residual(groups.get(("full", False), []), 0.0)
+    if step is not None:
+        out["step"] = step
+        fitted = coefficients_from_fit(out, "check")
+        out["step_phase_checked"] = float(
+            all(
+                estimate_peak(plan_from_probe(run), fitted).phase == "optimizer step"
+                for run in groups[("full", False)]
+            )
+        )
+    return out
+
+
+# -- vistune train ------------------------------------------------------------------------------
+def plan_for_training(model: Any, config: Any, precision: str, batch: dict[str, Any]) -> MemoryPlan:
+    """The plan of `vistune train`'s step: its prepared model, its settings, and the padded
+    length and pixel tensor of a collated sample batch."""
+    rows = batch["input_ids"].shape[0]
+    pixels = batch.get("pixel_values")
+    pixel_bytes = pixels.numel() * pixels.element_size() / rows if pixels is not None else 0.0
+    return plan_for_model(
+        model,
+        method=config.method,
+        precision=precision,
+        batch_size=config.per_device_batch_size,
+        tokens_per_sample=int(batch["input_ids"].shape[1]),
+        gradient_checkpointing=config.gradient_checkpointing,
+        pixel_bytes_per_sample=pixel_bytes,
+    )
+
+
+def visible_accelerator() -> tuple[str | None, float | None]:
+    """(name, total bytes) of the current CUDA device, or (None, None) on a CPU-only machine."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None, None
+    index = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    return props.name, float(props.total_memory)
+
+
+def estimate_record(plan: MemoryPlan) -> dict[str, Any]:
+    """The estimate and what it was computed from, for RUN_DIR/memory_estimate.json."""
+    from dataclasses import asdict
+
+    estimate = estimate_peak(plan)
+    return {
+        "plan": asdict(plan),
+        "parts_bytes": estimate.parts,
+        "total_bytes": estimate.total,
+        "coefficients": asdict(COEFFICIENTS),
+    }
