@@ -45,7 +45,7 @@ def describe_batch(batch: dict[str, Any], tokenizer: Any, image_token_id: int | 
     images = image_token_mask(input_ids, image_token_id) & attention
     loss = labels != -100
     first_loss_ids = labels[0][loss[0]].tolist()
-    prompt_ids = input_ids[0][attention[0] & ~loss[0] & ~images[0]].tolist()
+    prompt = attention[0] & ~loss[0]
     pixel_values = batch.get("pixel_values")
     return BatchKnobs(
         rows=rows,
@@ -54,8 +54,27 @@ def describe_batch(batch: dict[str, Any], tokenizer: Any, image_token_id: int | 
         loss_tokens_per_sample=loss.sum().item() / rows,
         pixel_values_shape=list(pixel_values.shape) if pixel_values is not None else None,
         example_loss_text=tokenizer.decode(first_loss_ids, skip_special_tokens=False),
-        example_prompt_text=tokenizer.decode(prompt_ids, skip_special_tokens=False),
+        example_prompt_text=prompt_text(
+            input_ids[0][prompt].tolist(), images[0][prompt].tolist(), tokenizer
+        ),
     )
+
+
+def prompt_text(ids: list[int], is_image: list[bool], tokenizer: Any) -> str:
+    """The prompt as the model sees it, each image run shown as `<|image|>×N`, so where the
+    image sits and where BOS falls around it are visible before any GPU hour is spent."""
+    parts: list[str] = []
+    start = 0
+    while start < len(ids):
+        end = start
+        while end < len(ids) and is_image[end] == is_image[start]:
+            end += 1
+        if is_image[start]:
+            parts.append(f"<|image|>×{end - start}")
+        else:
+            parts.append(tokenizer.decode(ids[start:end], skip_special_tokens=False))
+        start = end
+    return "".join(parts)
 
 
 def render_knobs(
