@@ -20,8 +20,8 @@ from pydantic import Field
 from vistune.answer import parse_answer, template_spec
 from vistune.config import VistuneConfig
 from vistune.data.images import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIDE, normalise_image
+from vistune.device import Device, Precision
 from vistune.errors import ImageError
-from vistune.evaluation.runner import Device, Precision
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
@@ -148,7 +148,8 @@ def predict_images(
 
 def run_predict(config: PredictConfig) -> list[ImagePrediction]:
     """Load the model named by `config` (with its run's prompt settings) and predict."""
-    from vistune.evaluation.runner import model_load_args, prompt_settings_of
+    from vistune.device import model_load_args
+    from vistune.evaluation.runner import prompt_settings_of
     from vistune.models.families import load_vlm
 
     settings = prompt_settings_of(config)

@@ -14,17 +14,15 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from pydantic import Field
 
 from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE, template_spec
 from vistune.config import VistuneConfig, read_yaml
+from vistune.device import Device, Precision, model_load_args
 from vistune.errors import ConfigError, DataError
-
-Precision = Literal["auto", "bf16", "fp16", "fp32"]
-Device = Literal["auto", "cpu", "cuda"]
 
 #: Generation length when neither the run's config nor the user gives one.
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -92,23 +90,6 @@ def find_run_config(model: str) -> Path | None:
         ):
             return config
     return None
-
-
-def model_load_args(device: Device, precision: Precision) -> dict[str, Any]:
-    """`load_vlm` keyword arguments for a device and precision choice (GPU when available)."""
-    import torch
-
-    from vistune.training.run import resolve_precision
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but no CUDA GPU is visible; use device=cpu")
-    on_gpu = device != "cpu" and torch.cuda.is_available()
-    if not on_gpu and precision in ("auto", "fp16"):
-        if precision == "fp16":
-            raise ConfigError("precision: fp16 needs a CUDA GPU; use precision=fp32 on CPU")
-        precision = "fp32"
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    return {"dtype": dtypes[resolve_precision(precision)], "device_map": "cuda" if on_gpu else None}
 
 
 def base_model_source(model: str) -> str:
