@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import as_file, files
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 from rich.console import Console
@@ -47,6 +47,9 @@ class DemoConfig(VistuneConfig):
 
     out: Path = Path("vistune-demo")
     rows: int = Field(3040, ge=100, description="Products in the synthetic catalog.")
+    preset: Literal["realistic", "simple"] = Field(
+        "realistic", description="Which synthetic catalog (see `vistune sample --preset`)."
+    )
     steps: int | None = Field(None, ge=1, description="Training steps (default: the recipe's).")
     seed: int = 0
     image_size: int = Field(128, ge=32, description="Pixels of the rendered product photos.")
@@ -171,7 +174,11 @@ def _run_stages(config: DemoConfig, console: Console) -> DemoResult:
         "sample",
         f"1/4 synthetic catalog: {config.rows:,} products",
         lambda: generate_catalog(
-            catalog_dir, rows=config.rows, seed=config.seed, image_size=config.image_size
+            catalog_dir,
+            rows=config.rows,
+            seed=config.seed,
+            image_size=config.image_size,
+            preset=config.preset,
         ),
     )
     stage(
