@@ -7,8 +7,9 @@ the small catalog below, which a tiny model learns in minutes. Both write the hi
 attribute columns (`schema.ATTRIBUTE_COLUMNS`) next to the real schema, so `prepare` can hold
 out attribute combinations and the evaluation can split by combination seen or unseen.
 
-The simple preset: each product has four visible attributes: category (silhouette), material (colour and
-noise texture), a check pattern or not, and a size (drawn large or small). The title is
+The simple preset: each product has four visible attributes: category (silhouette),
+material (colour and noise texture), a check pattern or not, and a size (drawn large or
+small). The title is
 spelled from them ("Large Check Cashmere Scarf") and the price is a function of them plus
 a little noise, rounded to brand-like price points:
 

@@ -28,16 +28,18 @@ def _w(span: float, share: float, least: int = 2) -> int:
 
 
 def tshirt(draw, xy, span) -> Extras:
-    _poly(draw, xy, [(-0.18, -0.4), (0.18, -0.4), (0.5, -0.2), (0.4, 0.02), (0.28, -0.06),
-                     (0.28, 0.42), (-0.28, 0.42), (-0.28, -0.06), (-0.4, 0.02), (-0.5, -0.2)])  # fmt: skip
+    outline = [(-0.18, -0.4), (0.18, -0.4), (0.5, -0.2), (0.4, 0.02), (0.28, -0.06),
+               (0.28, 0.42), (-0.28, 0.42), (-0.28, -0.06), (-0.4, 0.02), (-0.5, -0.2)]  # fmt: skip
+    _poly(draw, xy, outline)
     draw.ellipse([xy(-0.1, -0.48), xy(0.1, -0.32)], fill=0)
     return None
 
 
 def shirt(draw, xy, span) -> Extras:
     """Laid out flat with the long sleeves spread straight out, a pointed collar and buttons."""
-    _poly(draw, xy, [(-0.14, -0.42), (0.14, -0.42), (0.5, -0.36), (0.5, -0.22), (0.24, -0.2),
-                     (0.24, 0.48), (-0.24, 0.48), (-0.24, -0.2), (-0.5, -0.22), (-0.5, -0.36)])  # fmt: skip
+    outline = [(-0.14, -0.42), (0.14, -0.42), (0.5, -0.36), (0.5, -0.22), (0.24, -0.2),
+               (0.24, 0.48), (-0.24, 0.48), (-0.24, -0.2), (-0.5, -0.22), (-0.5, -0.36)]  # fmt: skip
+    _poly(draw, xy, outline)
     _poly(draw, xy, [(-0.09, -0.42), (0.09, -0.42), (0.0, -0.28)], fill=0)
 
     def buttons(d: ImageDraw.ImageDraw) -> None:
@@ -84,8 +86,9 @@ def jacket(draw, xy, span) -> Extras:
 
 
 def dress(draw, xy, span) -> Extras:
-    _poly(draw, xy, [(-0.14, -0.5), (-0.06, -0.5), (-0.04, -0.38), (0.04, -0.38), (0.06, -0.5),
-                     (0.14, -0.5), (0.16, -0.1), (0.42, 0.5), (-0.42, 0.5), (-0.16, -0.1)])  # fmt: skip
+    outline = [(-0.14, -0.5), (-0.06, -0.5), (-0.04, -0.38), (0.04, -0.38), (0.06, -0.5),
+               (0.14, -0.5), (0.16, -0.1), (0.42, 0.5), (-0.42, 0.5), (-0.16, -0.1)]  # fmt: skip
+    _poly(draw, xy, outline)
     return None
 
 
