@@ -38,7 +38,8 @@ def tshirt(draw, xy, span) -> Extras:
 def shirt(draw, xy, span) -> Extras:
     """Laid out flat with the long sleeves spread straight out, a pointed collar and buttons."""
     outline = [(-0.14, -0.42), (0.14, -0.42), (0.5, -0.36), (0.5, -0.22), (0.24, -0.2),
-               (0.24, 0.48), (-0.24, 0.48), (-0.24, -0.2), (-0.5, -0.22), (-0.5, -0.36)]  # fmt: skip
+               (0.24, 0.48), (-0.24, 0.48), (-0.24, -0.2), (-0.5, -0.22),
+               (-0.5, -0.36)]  # fmt: skip
     _poly(draw, xy, outline)
     _poly(draw, xy, [(-0.09, -0.42), (0.09, -0.42), (0.0, -0.28)], fill=0)
 
