@@ -69,6 +69,7 @@ class EvalResult:
     per_category: dict[str, dict[str, Any]]
     baselines: dict[str, dict[str, Any]]
     ablation: dict[str, Any] | None
+    groups: dict[str, Any]
     base_model: dict[str, Any] | None
     metrics_path: Path
     predictions_path: Path
@@ -171,6 +172,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
     from vistune.data.dataset import load_split, open_image
     from vistune.evaluation.baselines import baseline_metrics
     from vistune.evaluation.generation import generate_predictions
+    from vistune.evaluation.groups import grouped_metrics
     from vistune.evaluation.metrics import compute_metrics, per_category_metrics
     from vistune.evaluation.report import write_report
     from vistune.models.families import load_vlm
@@ -235,6 +237,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         "ablation": compute_metrics(ablation_predictions)
         if ablation_predictions is not None
         else None,
+        "groups": grouped_metrics(train, frame, predictions, ablation_predictions),
         "base_model": (
             {"source": base_source, **compute_metrics(base_predictions)}
             if base_predictions is not None
@@ -269,6 +272,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         per_category=summary["per_category"],
         baselines=summary["baselines"],
         ablation=summary["ablation"],
+        groups=summary["groups"],
         base_model=summary["base_model"],
         metrics_path=metrics_path,
         predictions_path=predictions_path,
@@ -281,7 +285,8 @@ def flat_summary(summary: dict[str, Any]) -> dict[str, float | int]:
     """`metrics.json` as flat W&B summary keys (numbers only).
 
     Keys: `eval/...`, `eval_parsed/...`, `ablation/...`, `baseline/<name>/...`,
-    `category/<name>/...`.
+    `category/<name>/...`, `<breakdown>_<group>/<predictor>/...` (e.g.
+    `title_unseen/model/price_smape`, `combination_seen/baseline/category_median_price/...`).
     """
     flat: dict[str, float | int] = {}
 
@@ -298,6 +303,14 @@ def flat_summary(summary: dict[str, Any]) -> dict[str, float | int]:
         put(f"baseline/{name}", values)
     for name, values in summary["per_category"].items():
         put(f"category/{name}", values)
+    for breakdown, entry in summary.get("groups", {}).items():
+        for group, values in entry["groups"].items():
+            prefix = f"{breakdown}_{group}"
+            put(prefix, {"n": values["n"]})
+            put(f"{prefix}/model", values.get("model"))
+            put(f"{prefix}/ablation", values.get("ablation"))
+            for name, baseline in (values.get("baselines") or {}).items():
+                put(f"{prefix}/baseline/{name}", baseline)
     return flat
 
 
@@ -353,10 +366,66 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
                 cells.append("—")
             elif kind == "pct":
                 cells.append(f"{100 * value:.1f}%")
+            elif kind == "num":
+                cells.append(f"{value:.3f}")
             else:
                 cells.append(f"{value:,.2f}")
         table.add_row(label, *cells)
     console.print(table)
+    if summary.get("groups"):
+        console.print(seen_unseen_table(summary["groups"]))
+
+
+#: (header, metric key, format) of the seen/unseen table; ↓ = lower is better.
+GROUP_COLUMNS = (
+    ("MAPE ↓", "price_mape", "pct"),
+    ("SMAPE ↓", "price_smape", "pct"),
+    ("RMSLE ↓", "price_rmsle", "num"),
+    ("≤10 %", "price_within_10pct", "pct"),
+    ("cat. acc.", "category_accuracy", "pct"),
+    ("title exact", "title_exact", "pct"),
+)
+
+
+def seen_unseen_table(groups: dict[str, Any]) -> Any:
+    """Test rows whose title (or attribute combination) the train split has, and the rest:
+    the model, its blank-image ablation and the price baselines; unseen first."""
+    from rich.table import Table
+
+    from vistune.evaluation.groups import group_rows
+
+    table = Table(
+        title="seen vs unseen in training (what generalises: the unseen rows)",
+        title_justify="left",
+        caption="baselines fitted on train and scored on each group's rows",
+        caption_justify="left",
+    )
+    for header in ("by", "group", "n", "predictor"):
+        table.add_column(header, no_wrap=True, justify="right" if header == "n" else "left")
+    for header, _, _ in GROUP_COLUMNS:
+        table.add_column(header, justify="right", no_wrap=True)
+    previous = None
+    for breakdown, group, n, predictor, values in group_rows(groups):
+        first = (breakdown, group) != previous
+        if first and previous is not None:
+            table.add_section()
+        previous = (breakdown, group)
+        cells = []
+        for _, key, kind in GROUP_COLUMNS:
+            value = values.get(key)
+            if value is None:
+                cells.append("–")
+            elif kind == "pct":
+                cells.append(f"{100 * value:.1f}%")
+            else:
+                cells.append(f"{value:.3f}")
+        label = ("cat. median $" if predictor == "category median price" else
+                 "median $" if predictor == "global median price" else predictor)  # fmt: skip
+        table.add_row(
+            breakdown if first else "", group if first else "", str(n) if first else "",
+            label, *cells,
+        )  # fmt: skip
+    return table
 
 
 def _print_knobs(console: Any, config: EvaluateConfig, rows: int) -> None:
@@ -381,9 +450,13 @@ def _console() -> Any:
 
 
 def _definitions() -> dict[str, str]:
-    from vistune.evaluation import baselines, metrics
+    from vistune.evaluation import baselines, groups, metrics
 
-    return {"metrics": metrics.__doc__ or "", "baselines": baselines.__doc__ or ""}
+    return {
+        "metrics": metrics.__doc__ or "",
+        "baselines": baselines.__doc__ or "",
+        "groups": groups.__doc__ or "",
+    }
 
 
 def _json_default(value: Any) -> Any:
