@@ -69,6 +69,43 @@ def test_reduced_demo_learns_from_the_pictures(
     assert ablation["price_mape"] >= model["price_mape"] + 0.3
 
 
+def _group(n: int, model_mape: float, baseline_mape: float) -> dict:
+    price = {"price_mape": baseline_mape, "price_smape": baseline_mape * 0.9}
+    return {
+        "n": n,
+        "model": {"price_mape": model_mape, "price_smape": model_mape * 0.9, "title_exact": 0.0},
+        "ablation": {"price_mape": 0.8, "price_smape": 0.7},
+        "baselines": {"category_median_price": price, "global_median_price": {"price_mape": 0.9}},
+    }
+
+
+def test_summary_ends_with_the_unseen_group_first(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from vistune.demo import DemoResult, print_summary
+
+    groups = {
+        "title": {"columns": ["title"], "groups": {"unseen": _group(90, 0.2, 0.35),
+                                                    "seen": _group(10, 0.05, 0.3)}},
+        "combination": {"columns": ["category3_code"], "groups": {"unseen": _group(40, 0.5, 0.4),
+                                                                   "seen": _group(60, 0.1, 0.3)}},
+    }  # fmt: skip
+    result = DemoResult(
+        out=tmp_path, data_dir=tmp_path, run_dir=tmp_path, eval_dir=tmp_path,
+        report_path=tmp_path / "report.html", metrics={"n": 100, "price_mape": 0.2},
+        baselines={"category_median_price": {"price_mape": 0.35}}, ablation=None,
+        wandb_runs=[], groups=groups,
+    )  # fmt: skip
+    console = Console(record=True, width=120)
+    print_summary(result, console)
+    text = console.export_text()
+    table = text[text.index("seen vs unseen") :]
+    assert table.index("unseen") < table.index(" seen ")
+    assert "unseen titles (n=90): MAPE 0.200 beats the category median's 0.350" in text
+    assert "SMAPE 0.180 beats the category median's 0.315" in text
+    assert "unseen combinations (n=40): MAPE 0.500 does NOT beat" in text
+
+
 def test_rerun_into_a_foreign_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--rows", "100"])

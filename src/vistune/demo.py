@@ -74,6 +74,7 @@ class DemoResult:
     baselines: dict[str, dict[str, Any]]
     ablation: dict[str, Any] | None
     wandb_runs: list[Path]
+    groups: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -219,6 +220,7 @@ def _run_stages(config: DemoConfig, console: Console) -> DemoResult:
         metrics=evaluation.metrics,
         baselines=evaluation.baselines,
         ablation=evaluation.ablation,
+        groups=evaluation.groups,
         wandb_runs=find_wandb_runs(out),
         seconds=seconds,
     )
@@ -237,6 +239,7 @@ def write_summary(result: DemoResult) -> Path:
         "metrics": result.metrics,
         "baselines": result.baselines,
         "ablation": result.ablation,
+        "groups": result.groups,
         "seconds": result.seconds,
         "report": str(result.report_path),
         "wandb_runs": [str(p) for p in result.wandb_runs],
@@ -312,7 +315,30 @@ def verdict(result: DemoResult) -> list[str]:
     return lines
 
 
+def unseen_verdict(result: DemoResult) -> list[str]:
+    """Per breakdown: the model on the products it never saw vs the category median."""
+    lines = []
+    for breakdown, entry in result.groups.items():
+        unseen = entry["groups"].get("unseen", {})
+        if not unseen.get("n"):
+            lines.append(f"unseen {breakdown}s: none in the test split")
+            continue
+        model = unseen["model"]
+        baseline = unseen["baselines"]["category_median_price"]
+        parts = []
+        for label, key in (("MAPE", "price_mape"), ("SMAPE", "price_smape")):
+            mine, theirs = model.get(key), baseline.get(key)
+            if mine is None or theirs is None:
+                continue
+            better = "beats" if mine < theirs else "does NOT beat"
+            parts.append(f"{label} {mine:.3f} {better} the category median's {theirs:.3f}")
+        lines.append(f"unseen {breakdown}s (n={unseen['n']}): " + "; ".join(parts))
+    return lines
+
+
 def print_summary(result: DemoResult, console: Console) -> None:
+    from vistune.evaluation.runner import seen_unseen_table
+
     console.print()
     console.print(summary_table(result))
     for line in verdict(result):
@@ -331,3 +357,8 @@ def print_summary(result: DemoResult, console: Console) -> None:
         console.print("upload the offline W&B runs to wandb.ai (after `wandb login`):")
         console.print(f"  wandb sync {result.out}/*/wandb/offline-run-*", soft_wrap=True)
     console.print(f"serve it    vistune serve {result.run_dir}")
+    if result.groups:
+        console.print()
+        console.print(seen_unseen_table(result.groups))
+        for line in unseen_verdict(result):
+            console.print(line)
