@@ -62,7 +62,7 @@ def command(
     cfg.save(cfg.out / "sample.yaml")
     products = frame["product_code"].nunique()
     Console(highlight=False, soft_wrap=True).print(
-        f"wrote {len(frame)} {cfg.preset} rows ({products} products, "
+        f"wrote {len(frame)} rows ({cfg.preset} preset, {products} products, "
         f"{frame['category3_code'].nunique()} categories) to {cfg.out / 'catalog.parquet'} "
         f"in {time.perf_counter() - started:.1f} s"
     )
