@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -133,3 +134,33 @@ def test_empty_group_and_table_rows_put_unseen_first() -> None:
     assert [r[1] for r in rows[:3]] == ["unseen"] * 3  # model, cat. median, global median
     assert [r[3] for r in rows[:3]] == ["model", "category median price", "global median price"]
     assert np.all([r[2] > 0 for r in rows])
+
+
+def test_report_leads_with_the_unseen_group(tmp_path) -> None:
+    from PIL import Image
+
+    from vistune.evaluation.report import render_report
+
+    predictions = predictions_from_answers(TEST, ANSWERS, TEMPLATE)
+    summary = {
+        "run": {"model": "m", "split": "test"},
+        "metrics": compute_metrics(predictions),
+        "metrics_parsed_only": compute_metrics(predictions, parsed_only=True),
+        "per_category": {},
+        "baselines": {},
+        "groups": grouped_metrics(TRAIN, TEST, predictions),
+    }
+    page = render_report(
+        summary=summary,
+        predictions=predictions,
+        load_image=lambda _: Image.new("RGB", (8, 8)),
+        n_examples=1,
+    )
+    section = page.index("Unseen vs seen in training")
+    assert section < page.index("Headline metrics")
+    rows = re.findall(r"<tr><td>(title|attribute combination)</td><td>(\w+)</td>", page)
+    assert rows[0] == ("title", "unseen") and rows[-1] == ("attribute combination", "seen")
+    assert "SMAPE" in page[section:] and "RMSLE" in page[section:]
+    # Model on unseen titles: MAPE (0.5 + 1.0) / 2 = 75.0 %, shown in the first row.
+    first_row = page[section:].split("</tr>")[1]
+    assert "75.0 %" in first_row
