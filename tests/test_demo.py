@@ -6,12 +6,12 @@ measured; the realistic preset (the demo's default) was not measured at this red
 The full demo on the simple preset (3,040 products, 750 steps of 32) reaches price MAPE
 0.04 against 0.26 for the median price of the true category, and category accuracy 0.98.
 This runs the same code with 800 products and 500 steps of 16 (about 2.5 minutes on one
-core) and asserts what that honestly reaches (measured: parse 1.0, within 10 % 0.68-0.71 vs 0.26, median APE ~0.04 vs
-0.25, category 0.71-0.74 vs 0.20, title exact ~0.70). At this size the *mean* APE is not
-reliably below the category-median baseline's (0.23-0.27 vs 0.25: a few large misses
-dominate it), so the price is checked on the typical product (median APE, within 10 %)
-and the mean only against the global median. The same model shown a blank image must be
-clearly worse: the answers come from the picture.
+core) and asserts what that honestly reaches (measured: parse 1.0, within 10 % 0.68-0.71 vs
+0.26, median APE ~0.04 vs 0.25, category 0.71-0.74 vs 0.20, title exact ~0.70). At this
+size the *mean* APE is not reliably below the category-median baseline's (0.23-0.27 vs
+0.25: a few large misses dominate it), so the price is checked on the typical product
+(median APE, within 10 %) and the mean only against the global median. The same model shown
+a blank image must be clearly worse: the answers come from the picture.
 """
 
 from __future__ import annotations
