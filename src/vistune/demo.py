@@ -254,6 +254,7 @@ def write_summary(result: DemoResult) -> Path:
 METRIC_ROWS = (
     ("parse rate", "parse_rate"),
     ("price MAPE ↓", "price_mape"),
+    ("price SMAPE ↓", "price_smape"),
     ("within 10 %", "price_within_10pct"),
     ("category acc.", "category_accuracy"),
     ("title exact", "title_exact"),
