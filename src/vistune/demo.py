@@ -50,7 +50,15 @@ class DemoConfig(VistuneConfig):
     out: Path = Path("vistune-demo")
     rows: int = Field(3040, ge=100, description="Products in the synthetic catalog.")
     preset: Literal["realistic", "simple"] = Field(
-        "realistic", description="Which synthetic catalog (see `vistune sample --preset`)."
+        "simple",
+        description="Which synthetic catalog (see `vistune sample --preset`); the tiny model "
+        "does not learn the realistic one within the demo's budget.",
+    )
+    holdout_combinations: int = Field(
+        8,
+        ge=0,
+        description="Attribute combinations held out of training into test, so the test "
+        "split has products the model never saw (see `vistune prepare`).",
     )
     steps: int | None = Field(None, ge=1, description="Training steps (default: the recipe's).")
     seed: int = 0
@@ -175,7 +183,7 @@ def _run_stages(config: DemoConfig, console: Console) -> DemoResult:
 
     stage(
         "sample",
-        f"1/4 synthetic catalog: {config.rows:,} products",
+        f"1/4 synthetic catalog ({config.preset} preset): {config.rows:,} products",
         lambda: generate_catalog(
             catalog_dir,
             rows=config.rows,
@@ -184,11 +192,19 @@ def _run_stages(config: DemoConfig, console: Console) -> DemoResult:
             preset=config.preset,
         ),
     )
+    held = config.holdout_combinations
     stage(
         "prepare",
-        "2/4 prepare: validate, deduplicate, split by product",
+        "2/4 prepare: validate, deduplicate, split by product"
+        + (f", {held} attribute combinations only in test" if held else ""),
         lambda: prepare_dataset(
-            PrepareConfig(source=str(catalog_dir), out=data_dir, seed=config.seed)
+            PrepareConfig(
+                source=str(catalog_dir),
+                out=data_dir,
+                seed=config.seed,
+                holdout_combinations=held,
+            ),
+            show_progress=True,
         ),
     )
     stage(

@@ -18,8 +18,16 @@ def command(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="Synthetic catalog: realistic (24 categories, mostly unique titles) or simple "
-            "[default: realistic]."
+            help="Synthetic catalog: simple (8 categories, 160 titles) or realistic (24 "
+            "categories, mostly unique titles; too hard for the tiny model in the demo's "
+            "budget) [default: simple]."
+        ),
+    ] = None,
+    holdout_combinations: Annotated[
+        int | None,
+        typer.Option(
+            "--holdout-combinations",
+            help="Attribute combinations never trained on, all in test [default: 8].",
         ),
     ] = None,
     steps: Annotated[
@@ -52,6 +60,7 @@ def command(
         out=out,
         rows=rows,
         preset=preset,
+        holdout_combinations=holdout_combinations,
         steps=steps,
         seed=seed,
         threads=threads,
