@@ -46,7 +46,7 @@ def build(catalog_dir: Path, out: Path) -> None:
         for i, line in enumerate(lines):
             draw.text((x + 2, y + cell + 1 + 12 * i), line[:22], fill="black")
     out.parent.mkdir(parents=True, exist_ok=True)
-    grid.save(out, optimize=True)
+    grid.quantize(256, dither=Image.Dither.NONE).save(out, optimize=True)  # a small PNG
 
 
 if __name__ == "__main__":
