@@ -73,7 +73,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         sample, prepared = Path(tmp) / "sample", Path(tmp) / "prepared"
-        generate_catalog(sample, rows=max(200, args.rows * 3), seed=0, image_size=64)
+        generate_catalog(
+            sample, rows=max(200, args.rows * 3), seed=0, image_size=64, preset="simple"
+        )
         prepare_dataset(PrepareConfig(source=str(sample), out=prepared), show_progress=False)
         frame = load_split(prepared, "train").head(args.rows).reset_index(drop=True)
         vlm = load_vlm("tiny")

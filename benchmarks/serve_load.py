@@ -71,7 +71,7 @@ def catalog_images(work: Path, count: int) -> list[bytes]:
 
     from vistune.data.sample import generate_catalog
 
-    frame = generate_catalog(work / "sample", rows=count, seed=0, image_size=128)
+    frame = generate_catalog(work / "sample", rows=count, seed=0, image_size=128, preset="simple")
     images = []
     for relpath in frame["image"]:
         with Image.open(work / "sample" / relpath) as image:

@@ -53,7 +53,7 @@ def build_inputs(work: Path, rows: int) -> tuple[Path, Path]:
     from vistune.training.run import tokenizer_corpus
 
     sample, prepared, model = work / "sample", work / "prepared", work / "model"
-    generate_catalog(sample, rows=rows, seed=0, image_size=64)
+    generate_catalog(sample, rows=rows, seed=0, image_size=64, preset="simple")
     prepare_dataset(PrepareConfig(source=str(sample), out=prepared), show_progress=False)
     config = TrainConfig(data=prepared, model="tiny", output=work / "unused")
     corpus = tokenizer_corpus(config)

@@ -34,7 +34,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vistune.data.sample import generate_catalog
 
     out = tmp_path_factory.mktemp("sample")
-    generate_catalog(out, rows=160, seed=0, image_size=64)
+    generate_catalog(out, rows=160, seed=0, image_size=64, preset="simple")
     return out
 
 

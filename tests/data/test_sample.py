@@ -1,4 +1,7 @@
-"""The sample catalog: schema, determinism, visible attributes, price rule, injected faults."""
+"""The simple sample preset: schema, determinism, visible attributes, price rule, faults.
+
+The realistic preset (the default) is tested in test_sample_realistic.py.
+"""
 
 from __future__ import annotations
 
@@ -36,12 +39,18 @@ def attributes_from_title(title: str) -> tuple[str, str, bool, bool]:
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, object]:
     out = tmp_path_factory.mktemp("catalog")
-    return generate_catalog(out, rows=300, seed=3, image_size=48), out
+    return generate_catalog(out, rows=300, seed=3, image_size=48, preset="simple"), out
 
 
 def test_columns_are_the_real_dataset_plus_image(catalog) -> None:
     frame, out = catalog
-    assert list(frame.columns) == [*schema.REAL_COLUMNS, schema.IMAGE]
+    assert list(frame.columns) == [
+        *schema.REAL_COLUMNS,
+        schema.IMAGE,
+        "material",
+        "pattern",
+        "size",
+    ]
     assert len(frame) == 300
     stored = pd.read_parquet(out / "catalog.parquet")
     pd.testing.assert_frame_equal(stored, frame)
@@ -50,9 +59,9 @@ def test_columns_are_the_real_dataset_plus_image(catalog) -> None:
 
 
 def test_same_seed_same_catalog_and_images(tmp_path) -> None:
-    a = generate_catalog(tmp_path / "a", rows=40, seed=7, image_size=32)
-    b = generate_catalog(tmp_path / "b", rows=40, seed=7, image_size=32, workers=1)
-    c = generate_catalog(tmp_path / "c", rows=40, seed=8, image_size=32)
+    a = generate_catalog(tmp_path / "a", rows=40, seed=7, image_size=32, preset="simple")
+    b = generate_catalog(tmp_path / "b", rows=40, seed=7, image_size=32, workers=1, preset="simple")
+    c = generate_catalog(tmp_path / "c", rows=40, seed=8, image_size=32, preset="simple")
     pd.testing.assert_frame_equal(a, b)
     for path in a["image"]:
         assert (tmp_path / "a" / path).read_bytes() == (tmp_path / "b" / path).read_bytes()
@@ -66,6 +75,11 @@ def test_price_follows_visible_attributes(catalog) -> None:
     for row in frame.itertuples():
         category, material, check, large = attributes_from_title(row.title)
         assert category == row.category3_code
+        assert (row.material, row.pattern, row.size) == (
+            material,
+            "Check" if check else "Plain",
+            "Large" if large else "Regular",
+        )
         expected = bases[category] * factors[material]
         expected *= (CHECK_FACTOR if check else 1) * (LARGE_FACTOR if large else 1)
         assert 0.93 < row.full_price / expected < 1.07, row
@@ -122,7 +136,7 @@ def test_size_and_material_are_visible() -> None:
 
 
 def test_every_fault_kind_is_injected(tmp_path) -> None:
-    frame = generate_catalog(tmp_path, rows=120, seed=1, image_size=32, faults=0.1)
+    frame = generate_catalog(tmp_path, rows=120, seed=1, image_size=32, faults=0.1, preset="simple")
     assert len(frame) == 120
     files = [tmp_path / p for p in frame["image"].drop_duplicates()]
     missing = [f for f in files if not f.exists()]

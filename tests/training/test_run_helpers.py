@@ -14,7 +14,6 @@ from vistune.training.run import (
     check_run_dir,
     last_complete_checkpoint,
     log_final_artifact,
-    resolve_precision,
 )
 
 
@@ -42,19 +41,6 @@ def test_run_dir_is_never_silently_reused(tmp_path: Path) -> None:
         check_run_dir(tmp_path, resume=False)
     with pytest.raises(ConfigError, match="no complete checkpoint"):
         check_run_dir(tmp_path / "empty", resume=True)
-
-
-def test_precision_auto_is_fp32_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_precision("auto") == "fp32"
-    assert resolve_precision("bf16") == "bf16"
-    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
-        resolve_precision("fp16")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert resolve_precision("auto") == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert resolve_precision("auto") == "fp16"
 
 
 class FakeRun:

@@ -29,6 +29,22 @@ def command(
         str | None, typer.Option("--price-column", help="Column with the full price.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Split seed (default 0).")] = None,
+    group_by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group-by",
+            help="Also keep rows sharing this column's value in one split (repeatable), e.g. "
+            "title; product_code and the image are always keys.",
+        ),
+    ] = None,
+    holdout_combinations: Annotated[
+        int | None,
+        typer.Option(
+            "--holdout-combinations",
+            help="Hold N attribute combinations (combination_columns: the sample's category, "
+            "material, pattern, size) out of train and validation, all into test [default: 0].",
+        ),
+    ] = None,
     allow_private_hosts: Annotated[
         bool | None,
         typer.Option(
@@ -66,6 +82,8 @@ def command(
         category_column=category_column,
         price_column=price_column,
         seed=seed,
+        group_by=group_by or None,
+        holdout_combinations=holdout_combinations,
         allow_private_hosts=allow_private_hosts or None,
         allow_outside_paths=allow_outside_paths or None,
     )
@@ -75,6 +93,13 @@ def command(
         f"{cfg.splits.validation:g}/{cfg.splits.test:g} (seed {cfg.seed}), images capped at "
         f"{cfg.max_image_side} px, {cfg.download.concurrency} parallel downloads"
         + (", private hosts allowed" if cfg.allow_private_hosts else "")
+        + (f", grouped also by {', '.join(cfg.group_by)}" if cfg.group_by else "")
+        + (
+            f", {cfg.holdout_combinations} combinations of {', '.join(cfg.combination_columns)} "
+            "held out into test"
+            if cfg.holdout_combinations
+            else ""
+        )
     )
     manifest = prepare_dataset(cfg, show_progress=True)
     Console(highlight=False, soft_wrap=True).print(f"{manifest.summary()} -> {cfg.out}")

@@ -10,6 +10,13 @@ import typer
 
 def command(
     out: Annotated[Path | None, typer.Option("--out", help="Folder to write.")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="realistic: 24 categories, 8 materials, 12 colours, mostly unique titles; "
+            "simple: 8 categories, 5 materials, 160 titles [default: realistic]."
+        ),
+    ] = None,
     rows: Annotated[int | None, typer.Option(help="Catalog rows (default 3040).")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed (default 0).")] = None,
     image_size: Annotated[
@@ -34,7 +41,14 @@ def command(
     from vistune.data.sample import SampleConfig, generate_catalog
 
     cfg = SampleConfig.load(
-        config, overrides, out=out, rows=rows, seed=seed, image_size=image_size, faults=faults
+        config,
+        overrides,
+        out=out,
+        preset=preset,
+        rows=rows,
+        seed=seed,
+        image_size=image_size,
+        faults=faults,
     )
     started = time.perf_counter()
     if cfg.out.exists() and not cfg.out.is_dir():
@@ -42,12 +56,17 @@ def command(
 
         raise DataError(f"--out {cfg.out}: exists and is not a folder; choose a folder")
     frame = generate_catalog(
-        cfg.out, rows=cfg.rows, seed=cfg.seed, image_size=cfg.image_size, faults=cfg.faults
+        cfg.out,
+        rows=cfg.rows,
+        seed=cfg.seed,
+        image_size=cfg.image_size,
+        faults=cfg.faults,
+        preset=cfg.preset,
     )
     cfg.save(cfg.out / "sample.yaml")
     products = frame["product_code"].nunique()
     Console(highlight=False, soft_wrap=True).print(
-        f"wrote {len(frame)} rows ({products} products, "
+        f"wrote {len(frame)} rows ({cfg.preset} preset, {products} products, "
         f"{frame['category3_code'].nunique()} categories) to {cfg.out / 'catalog.parquet'} "
         f"in {time.perf_counter() - started:.1f} s"
     )

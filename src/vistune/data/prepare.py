@@ -59,7 +59,7 @@ from vistune.data.images import (
 from vistune.data.journal import ImageJournal
 from vistune.data.prices import DEFAULT_MAX_PRICE, PriceError, parse_price
 from vistune.data.sources import SourceTable, read_source
-from vistune.data.splits import assign_splits, group_rows
+from vistune.data.splits import plan_splits
 from vistune.errors import DataError, ImageError
 from vistune.outputs import (
     check_output_dir,
@@ -134,6 +134,17 @@ class PrepareConfig(VistuneConfig):
         description="Read image paths outside the source folder (absolute, ../, symlinks).",
     )
     workers: int = Field(4, ge=1, le=64)
+    group_by: list[str] = Field(
+        default_factory=list,
+        description="More columns whose shared values keep rows in one split (e.g. title).",
+    )
+    holdout_combinations: int = Field(
+        0, ge=0, description="Attribute combinations held out of training, all in test."
+    )
+    combination_columns: list[str] = Field(
+        default_factory=lambda: list(schema.COMBINATION_COLUMNS),
+        description="Columns whose values make a combination (the sample's hidden ones).",
+    )
 
     def download_options(self) -> DownloadOptions:
         return DownloadOptions(
@@ -152,6 +163,8 @@ class Manifest(BaseModel):
     rows_kept: int
     dropped: dict[str, int]
     splits: dict[str, int]
+    split_keys: list[str] = Field(default_factory=list)  # rows sharing a value share a split
+    held_out: dict[str, Any] | None = None  # columns, combinations and rows held out of train
     images: int
     columns: list[str]
     files: dict[str, str]  # written file -> sha256
@@ -249,10 +262,16 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
         )
 
     kept = build_output_frame(frame, sorted(kept_rows), fields, columns)
-    groups = group_rows([kept[schema.PRODUCT].tolist(), kept["image_sha256"].tolist()])
-    split = assign_splits(
-        groups, kept[schema.CATEGORY].tolist(), config.splits.model_dump(), seed=config.seed
+    plan = plan_splits(
+        kept,
+        keys=list(dict.fromkeys([schema.PRODUCT, "image_sha256", *config.group_by])),
+        stratum=schema.CATEGORY,
+        fractions=config.splits.model_dump(),
+        seed=config.seed,
+        holdout_combinations=config.holdout_combinations,
+        combination_columns=config.combination_columns,
     )
+    split = plan.split
     files = write_splits(kept, split, out)
     files["dropped.jsonl"] = _sha256_file(out / "dropped.jsonl")
     remove_orphan_images(out / IMAGES_DIR, set(kept[schema.IMAGE]))
@@ -265,6 +284,16 @@ def prepare_dataset(config: PrepareConfig, show_progress: bool = True) -> Manife
         rows_kept=len(kept),
         dropped={r: dropped[r] for r in schema.DROP_REASONS if dropped[r]},
         splits={name: int((split == name).sum()) for name in schema.SPLITS},
+        split_keys=plan.keys,
+        held_out=(
+            {
+                "columns": plan.holdout_columns,
+                "combinations": plan.held_out,
+                "rows": plan.held_out_rows,
+            }
+            if plan.holdout_columns
+            else None
+        ),
         images=int(kept[schema.IMAGE].nunique()),
         columns=list(kept.columns),
         files=files,

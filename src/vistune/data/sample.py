@@ -1,7 +1,15 @@
 """A synthetic product catalog whose answers are visible in the pictures.
 
-Each product has four visible attributes: category (silhouette), material (colour and
-noise texture), a check pattern or not, and a size (drawn large or small). The title is
+Two presets. `realistic` (the default; `vistune.data.sample_realistic`) has the variety of a
+real catalog: a category hierarchy with 24 `category3_code`s, 8 materials, 12 named colours,
+4 patterns, 3 sizes, mostly unique titles and long-tailed prices. `simple` (this module) is
+the small catalog below, which a tiny model learns in minutes. Both write the hidden
+attribute columns (`schema.ATTRIBUTE_COLUMNS`) next to the real schema, so `prepare` can hold
+out attribute combinations and the evaluation can split by combination seen or unseen.
+
+The simple preset: each product has four visible attributes: category (silhouette),
+material (colour and noise texture), a check pattern or not, and a size (drawn large or
+small). The title is
 spelled from them ("Large Check Cashmere Scarf") and the price is a function of them plus
 a little noise, rounded to brand-like price points:
 
@@ -39,7 +47,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 import numpy as np
 import pandas as pd
@@ -47,7 +55,7 @@ from PIL import Image, ImageDraw
 from pydantic import Field
 
 from vistune.config import VistuneConfig
-from vistune.data import schema
+from vistune.data import sample_realistic, schema
 
 
 @dataclass(frozen=True)
@@ -114,10 +122,15 @@ NON_NUMERIC_PRICES: Final = ("N/A", "call for price", "TBD")
 POOL_THRESHOLD: Final = 400  # below this many images, a process pool costs more than it saves
 
 
+PRESETS: Final = ("realistic", "simple")
+Preset = Literal["realistic", "simple"]
+
+
 class SampleConfig(VistuneConfig):
     """Options of `vistune sample`; saved as `OUT/sample.yaml`."""
 
     out: Path
+    preset: Preset = "realistic"
     rows: int = Field(3040, ge=1)
     seed: int = 0
     image_size: int = Field(128, ge=16, le=2048)
@@ -143,6 +156,14 @@ class Product:
     def code(self) -> str:
         return f"{80_000_000 + self.index * 7 + 3:08d}"
 
+    def attributes(self) -> dict[str, str]:
+        """The hidden attribute columns this preset has (no colour or line: one per material)."""
+        return {
+            "material": self.material.name,
+            "pattern": "Check" if self.check else "Plain",
+            "size": "Large" if self.large else "Regular",
+        }
+
 
 def price_point(value: float) -> float:
     """Round to a brand-like price point: tens below 1,000, fifties above."""
@@ -165,6 +186,7 @@ def generate_catalog(
     image_size: int = 128,
     faults: float = 0.0,
     workers: int | None = None,
+    preset: Preset = "realistic",
 ) -> pd.DataFrame:
     """Write `out_dir/catalog.parquet` and `out_dir/images/`; return the catalog.
 
@@ -178,15 +200,25 @@ def generate_catalog(
     rng = np.random.default_rng(seed)
     n_faults = _fault_count(rows, faults)
     n_duplicates = sum(1 for i in range(n_faults) if FAULT_KINDS[i % 6] == "duplicate_row")
-    products, records = _catalog_rows(rng, rows - n_duplicates)
+    if preset == "simple":
+        products, records = _catalog_rows(rng, rows - n_duplicates)
+        jobs: list = [
+            _RenderJob(
+                p.index, p.category.code, p.material.name, p.check, p.large, seed, image_size
+            )
+            for p in products
+        ]
+        render = render_job
+    elif preset == "realistic":
+        products, records = _realistic_rows(rng, rows - n_duplicates)
+        jobs = [sample_realistic.job_of(p, seed, image_size) for p in products]
+        render = sample_realistic.render_job
+    else:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)} (got {preset!r})")
     frame = pd.DataFrame.from_records(records)
     frame, fault_plan = _inject_faults(frame, rng, n_faults, n_duplicates)
 
-    jobs = [
-        _RenderJob(p.index, p.category.code, p.material.name, p.check, p.large, seed, image_size)
-        for p in products
-    ]
-    images = _render_all(jobs, workers)
+    images = _render_all(jobs, workers, render)
     for image_path, data in zip((f"images/{p.code}.jpg" for p in products), images, strict=True):
         kind = fault_plan.get(image_path)
         if kind == "missing_image":
@@ -235,7 +267,35 @@ def _catalog_rows(rng: np.random.Generator, rows: int) -> tuple[list[Product], l
     return products, records
 
 
-def _record(product: Product, gender: str, date: str, price: float) -> dict:
+def _realistic_rows(
+    rng: np.random.Generator, rows: int
+) -> tuple[list[sample_realistic.Product], list[dict]]:
+    """Realistic products until `rows` rows exist: some styles listed again under a second
+    product code (own photo), some products with a discount or later-date second row."""
+    products: list[sample_realistic.Product] = []
+    records: list[dict] = []
+    while len(records) < rows:
+        product = sample_realistic.draw_product(rng, len(products), price_point)
+        listings = [product]
+        if rng.random() < sample_realistic.RELISTED_SHARE:
+            listings.append(sample_realistic.relist(product, len(products) + 1))
+        for listing in listings:
+            if len(records) >= rows:
+                break
+            products.append(listing)
+            records.append(_record(listing, listing.audience, DATES[0], listing.price))
+            if len(records) < rows and rng.random() < SECOND_ROW_SHARE:
+                if rng.random() < 0.5:
+                    cut = DISCOUNTS[rng.integers(len(DISCOUNTS))]
+                    sale = price_point(listing.price * (1 - cut))
+                    records.append(_record(listing, listing.audience, DATES[0], sale))
+                else:
+                    records.append(_record(listing, listing.audience, DATES[1], listing.price))
+    return products, records
+
+
+def _record(product, gender: str, date: str, price: float) -> dict:
+    """One catalog row in the real schema, the image path and the hidden attribute columns."""
     slug = product.title.lower().replace(" ", "-")
     return {
         "website_name": WEBSITE,
@@ -256,6 +316,7 @@ def _record(product: Product, gender: str, date: str, price: float) -> dict:
         "price_eur": round(price * EUR_PER_USD, 2),
         "flg_discount": int(price < product.price),
         schema.IMAGE: f"images/{product.code}.jpg",
+        **product.attributes(),
     }
 
 
@@ -314,13 +375,14 @@ class _RenderJob:
     size: int
 
 
-def _render_all(jobs: Sequence[_RenderJob], workers: int | None) -> list[bytes]:
+def _render_all(jobs: Sequence, workers: int | None, render=None) -> list[bytes]:
+    render = render or render_job
     workers = workers if workers is not None else (os.cpu_count() or 1)
     if workers <= 1 or len(jobs) < POOL_THRESHOLD:
-        return [render_job(job) for job in jobs]
+        return [render(job) for job in jobs]
     chunk = max(16, math.ceil(len(jobs) / (workers * 4)))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(render_job, jobs, chunksize=chunk))
+        return list(pool.map(render, jobs, chunksize=chunk))
 
 
 def render_job(job: _RenderJob) -> bytes:

@@ -41,6 +41,14 @@ SOURCE_IMAGE: Final = "source_image"
 #: Columns every prepared split holds (plus the other source columns).
 CANONICAL_COLUMNS: Final[tuple[str, ...]] = (IMAGE, TITLE, CATEGORY, PRICE, SOURCE_ROW, PRODUCT)
 
+#: Hidden attribute columns `vistune sample` writes next to the real schema (a real catalog
+#: has none): what the picture shows (material, colour, pattern, size) and a line name it
+#: cannot show. The simple preset writes material, pattern and size only.
+ATTRIBUTE_COLUMNS: Final[tuple[str, ...]] = ("material", "colour", "pattern", "size", "line")
+#: The attribute combination that sets a sample product's price (colour and line do not):
+#: what `prepare --holdout-combinations` holds out and the evaluation calls seen or unseen.
+COMBINATION_COLUMNS: Final[tuple[str, ...]] = (CATEGORY, "material", "pattern", "size")
+
 #: The split names, in the order they are written and reported.
 SPLITS: Final[tuple[str, ...]] = ("train", "validation", "test")
 

@@ -6,14 +6,25 @@ groups (union-find over every key column: rows sharing any key value are one gro
 whole groups are dealt to splits, category by category, so each split gets its share of
 every category where the group sizes allow, and each split that should exist gets at least
 one group when there are enough groups.
+
+`plan_splits` adds two honest-split options on any catalog: more key columns (`--group-by
+title` keeps every listing of one title in one split, e.g. a style listed under two product
+codes) and held-out attribute combinations (`--holdout-combinations N`: the test split then
+holds products whose combination never occurs in training, which is what "generalises to
+new products" means on the synthetic catalog).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
+
+from vistune.errors import ConfigError, DataError
 
 
 def group_rows(keys: Sequence[Sequence[Hashable | None]]) -> np.ndarray:
@@ -106,3 +117,101 @@ def _fill_empty_splits(choice: np.ndarray, sizes: np.ndarray, n_splits: int) -> 
         members = np.flatnonzero(choice == donor)
         smallest = members[np.argmin(sizes[members])]
         choice[smallest] = empty
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """Split name per row and what decided it (recorded in the manifest)."""
+
+    split: np.ndarray
+    keys: list[str]  # columns whose shared values keep rows together
+    holdout_columns: list[str]  # columns of a held-out combination (empty: none held out)
+    held_out: list[dict[str, Any]]  # the held-out combinations, all in the test split
+    held_out_rows: int
+
+
+def plan_splits(
+    frame: pd.DataFrame,
+    *,
+    keys: Sequence[str],
+    stratum: str,
+    fractions: Mapping[str, float],
+    seed: int = 0,
+    holdout_combinations: int = 0,
+    combination_columns: Sequence[str] = (),
+    holdout_split: str = "test",
+) -> SplitPlan:
+    """Group rows by every column in `keys` and deal whole groups to splits.
+
+    With `holdout_combinations = N`, N distinct value combinations of `combination_columns`
+    are drawn (by `seed`) and every group holding one of them goes to `holdout_split`, so
+    that split holds products whose combination never occurs in any other split. The other
+    groups are dealt as usual, with the fractions rescaled so the split sizes still come out
+    near `fractions` where the held-out rows allow.
+    """
+    _require_columns(frame, [*keys, stratum], "group_by")
+    groups = group_rows([_key_values(frame[column]) for column in keys])
+    if holdout_combinations <= 0:
+        split = assign_splits(groups, frame[stratum].tolist(), fractions, seed=seed)
+        return SplitPlan(split, list(keys), [], [], 0)
+    if not combination_columns:
+        raise ConfigError("holdout_combinations needs combination_columns")
+    if fractions.get(holdout_split, 0) <= 0:
+        raise ConfigError(f"holdout_combinations needs a {holdout_split} split (fraction > 0)")
+    _require_columns(frame, combination_columns, "combination_columns")
+    combos = list(zip(*(_key_values(frame[c]) for c in combination_columns), strict=True))
+    present = sorted({c for c in combos if None not in c}, key=lambda c: tuple(map(str, c)))
+    if holdout_combinations > len(present):
+        raise DataError(
+            f"holdout_combinations={holdout_combinations} but only {len(present)} distinct "
+            f"combinations of {', '.join(combination_columns)} exist"
+        )
+    rng = np.random.default_rng([seed, 0x401D])
+    chosen = {present[i] for i in rng.choice(len(present), holdout_combinations, replace=False)}
+    held_groups = {g for g, c in zip(groups.tolist(), combos, strict=True) if c in chosen}
+    held = np.array([g in held_groups for g in groups.tolist()], dtype=bool)
+    split = np.empty(len(frame), dtype=object)
+    split[held] = holdout_split
+    rest = ~held
+    if rest.any():
+        total = len(frame)
+        want = {name: share * total for name, share in fractions.items()}
+        want[holdout_split] = max(0.0, want[holdout_split] - held.sum())
+        _, local_groups = np.unique(groups[rest], return_inverse=True)
+        split[rest] = assign_splits(
+            local_groups.astype(np.int64),
+            frame.loc[rest, stratum].tolist(),
+            {name: value / max(sum(want.values()), 1e-12) for name, value in want.items()},
+            seed=seed,
+        )
+    held_out = [
+        dict(zip(combination_columns, (_plain(v) for v in combo), strict=True))
+        for combo in sorted(chosen, key=lambda c: tuple(map(str, c)))
+    ]
+    return SplitPlan(split, list(keys), list(combination_columns), held_out, int(held.sum()))
+
+
+def _key_values(column: pd.Series) -> list[Hashable | None]:
+    """Values as union-find keys: missing and empty text link nothing."""
+    out: list[Hashable | None] = []
+    for value in column.tolist():
+        if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+            out.append(None)
+        elif isinstance(value, str):
+            out.append(value.strip() or None)
+        else:
+            out.append(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def _require_columns(frame: pd.DataFrame, columns: Sequence[str], option: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{option}: no column {', '.join(map(repr, missing))} in the prepared rows; "
+            f"available columns: {', '.join(map(str, frame.columns))}"
+        )

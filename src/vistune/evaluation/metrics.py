@@ -12,6 +12,12 @@ as misses, and can be computed again over parsed rows only (`parsed_only=True`).
   its median, `price_within_10pct`/`price_within_25pct` the share with APE <= 0.10 / 0.25.
   Rows whose true price is not positive have no APE and are left out of the APE-based
   metrics (`n_price_undefined` counts them; `prepare` drops such rows, so it is normally 0).
+- `price_smape`: symmetric MAPE as the Amazon ML Challenge 2025 ("Smart Product Pricing")
+  scores it, mean of |F - A| / ((|A| + |F|) / 2), as a fraction (x 100 gives the challenge's
+  percent; its winner scored about 40 %). It lies in 0..2; a row with A = F = 0 scores 0.
+  An unparsed row is scored as the prediction 0, like MAE and APE above: SMAPE 2 (200 %).
+- `price_rmsle`: root mean squared log error, sqrt(mean((log(1 + F) - log(1 + A))^2)), with
+  F clipped at 0 (log(1 + F) needs F > -1); an unparsed row counts as F = 0.
 - `title_exact`: share of rows whose title equals the true title (surrounding whitespace
   ignored, case kept); `title_similarity`: mean `rapidfuzz.fuzz.ratio / 100` (0..1).
   Unparsed rows score 0 on both.
@@ -52,6 +58,8 @@ PRICE_KEYS = (
     "price_median_ape",
     "price_within_10pct",
     "price_within_25pct",
+    "price_smape",
+    "price_rmsle",
 )
 TITLE_KEYS = ("title_exact", "title_similarity")
 CATEGORY_KEYS = ("category_accuracy", "category_macro_f1")
@@ -69,10 +77,30 @@ def price_errors(true_price: Sequence[float], pred_price: Sequence[float | None]
     return pd.DataFrame({"abs_error": abs_error, "ape": ape})
 
 
+def price_smape_terms(
+    true_price: Sequence[float], pred_price: Sequence[float | None]
+) -> np.ndarray:
+    """Per-row |F - A| / ((|A| + |F|) / 2); a missing prediction counts as F = 0 (term 2)."""
+    true = np.asarray(true_price, dtype=float)
+    pred = np.nan_to_num(np.asarray([np.nan if p is None else p for p in pred_price], float))
+    scale = (np.abs(true) + np.abs(pred)) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, np.abs(pred - true) / np.where(scale > 0, scale, 1.0), 0.0)
+
+
+def price_rmsle(true_price: Sequence[float], pred_price: Sequence[float | None]) -> float | None:
+    """sqrt(mean((log1p(max(F, 0)) - log1p(A))^2)); a missing prediction counts as F = 0."""
+    true = np.clip(np.asarray(true_price, dtype=float), 0, None)
+    pred = np.nan_to_num(np.asarray([np.nan if p is None else p for p in pred_price], float))
+    if not true.size:
+        return None
+    return float(np.sqrt(np.mean((np.log1p(np.clip(pred, 0, None)) - np.log1p(true)) ** 2)))
+
+
 def price_metrics(
     true_price: Sequence[float], pred_price: Sequence[float | None]
 ) -> dict[str, float | int | None]:
-    """MAE, MAPE, median APE and within-10/25 % shares (see the module docstring)."""
+    """MAE, MAPE, median APE, within-10/25 % shares, SMAPE, RMSLE (see the module docstring)."""
     errors = price_errors(true_price, pred_price)
     ape = errors["ape"].dropna().to_numpy()
     out: dict[str, float | int | None] = {
@@ -81,6 +109,8 @@ def price_metrics(
         "price_median_ape": float(np.median(ape)) if len(ape) else None,
         "price_within_10pct": _mean(ape <= 0.10) if len(ape) else None,
         "price_within_25pct": _mean(ape <= 0.25) if len(ape) else None,
+        "price_smape": _mean(price_smape_terms(true_price, pred_price)),
+        "price_rmsle": price_rmsle(true_price, pred_price),
         "n_price_undefined": int(errors["ape"].isna().sum()),
     }
     return out

@@ -24,8 +24,8 @@ from vistune.data.images import (
     atomic_write_bytes,
     open_checked_image,
 )
+from vistune.device import Device, Precision
 from vistune.errors import ImageError
-from vistune.evaluation.runner import Device, Precision
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 
@@ -170,7 +170,8 @@ def predict_images(
 
 def run_predict(config: PredictConfig) -> list[ImagePrediction]:
     """Load the model named by `config` (with its run's prompt settings) and predict."""
-    from vistune.evaluation.runner import model_load_args, prompt_settings_of
+    from vistune.device import model_load_args
+    from vistune.evaluation.runner import prompt_settings_of
     from vistune.models.families import load_vlm
 
     settings = prompt_settings_of(config)

@@ -2,10 +2,12 @@
 
 Everything is inside the file (no CDN, no external URL): plots are PNGs drawn with
 matplotlib's Agg backend and embedded as data URIs, product images are embedded as small
-JPEG thumbnails. The page shows the headline metrics next to the baselines and the
-blank-image ablation, a true-vs-predicted price scatter on log axes, a histogram of price
-errors, the per-category table, the parse failures by reason, and a grid of the worst and
-best products with the expected and generated answers.
+JPEG thumbnails. The page shows first the metrics on test products unseen in training (by
+title and, on the synthetic catalog, by attribute combination) next to those seen, then the
+headline metrics next to the baselines and the blank-image ablation, a true-vs-predicted
+price scatter on log axes, a histogram of price errors, the per-category table, the parse
+failures by reason, and a grid of the worst and best products with the expected and
+generated answers.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from PIL import Image
 HEADLINE_ROWS: tuple[tuple[str, str, str, bool], ...] = (
     ("parse_rate", "Parse rate", "pct", True),
     ("price_mape", "Price MAPE ↓", "pct", False),
+    ("price_smape", "Price SMAPE ↓", "pct", False),
+    ("price_rmsle", "Price RMSLE ↓", "num", False),
     ("price_median_ape", "Price median APE ↓", "pct", False),
     ("price_within_10pct", "Price within 10 %", "pct", True),
     ("price_within_25pct", "Price within 25 %", "pct", True),
@@ -117,6 +121,7 @@ def render_report(
         f"<style>{_CSS}</style></head><body>",
         "<h1>vistune evaluation</h1>",
         _run_line(info, summary),
+        *_groups_section(summary.get("groups") or {}),
         "<h2>Headline metrics</h2>",
         _headline_table(summary),
         f"<p class='muted'>{esc(UNPARSED_NOTE)}</p>",
@@ -307,6 +312,8 @@ def _fmt(value: Any, kind: str) -> str:
         return f"{100 * value:.1f} %"
     if kind == "money":
         return f"{value:,.2f}"
+    if kind == "num":
+        return f"{value:.3f}"
     return str(value)
 
 
@@ -354,6 +361,48 @@ def _headline_table(summary: Mapping[str, Any]) -> str:
         "split (the parsed-only column is not compared).</p>"
     )
     return "".join(rows)
+
+
+GROUP_METRICS = (
+    ("parse_rate", "parse rate", "pct"),
+    ("price_mape", "MAPE ↓", "pct"),
+    ("price_smape", "SMAPE ↓", "pct"),
+    ("price_rmsle", "RMSLE ↓", "num"),
+    ("price_median_ape", "median APE ↓", "pct"),
+    ("price_within_10pct", "within 10 %", "pct"),
+    ("category_accuracy", "category acc.", "pct"),
+    ("title_exact", "title exact", "pct"),
+    ("title_similarity", "title sim.", "pct"),
+)
+GROUPS_NOTE = (
+    "A test product is seen when its title (or its attribute combination: category, material, "
+    "pattern, size) occurs in the train split, unseen otherwise. Seen products can be "
+    "answered from memory; the unseen ones show what the model learned to read from the "
+    "picture. Baselines are fitted on the whole train split and scored on each group's rows."
+)
+
+
+def _groups_section(groups: Mapping[str, Any]) -> list[str]:
+    """The seen/unseen table (unseen first), or nothing for an old metrics.json."""
+    from vistune.evaluation.groups import group_rows
+
+    rows = group_rows(dict(groups))
+    if not rows:
+        return []
+    out = ["<h2>Unseen vs seen in training</h2><table><tr><th>by</th><th>group</th><th>n</th>"]
+    out += ["<th>predictor</th>", *(f"<th>{html.escape(h)}</th>" for _, h, _ in GROUP_METRICS)]
+    out.append("</tr>")
+    for breakdown, group, n, predictor, values in rows:
+        out.append(
+            f"<tr><td>{html.escape(breakdown)}</td><td>{group}</td><td>{n}</td>"
+            f"<td>{html.escape(predictor)}</td>"
+        )
+        for key, _, kind in GROUP_METRICS:
+            value = values.get(key)
+            out.append(f"<td class='{'na' if value is None else ''}'>{_fmt(value, kind)}</td>")
+        out.append("</tr>")
+    out.append(f"</table><p class='muted'>{html.escape(GROUPS_NOTE)}</p>")
+    return out
 
 
 def _category_table(per_category: Mapping[str, Mapping[str, Any]]) -> str:

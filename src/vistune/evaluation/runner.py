@@ -14,18 +14,16 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 from pydantic import Field
 
 from vistune.answer import DEFAULT_QUESTION, DEFAULT_TEMPLATE, template_spec
 from vistune.config import VistuneConfig, read_yaml
+from vistune.device import Device, Precision, model_load_args
 from vistune.errors import ConfigError, DataError
 from vistune.outputs import atomic_output_dir, check_output_dir
-
-Precision = Literal["auto", "bf16", "fp16", "fp32"]
-Device = Literal["auto", "cpu", "cuda"]
 
 #: Generation length when neither the run's config nor the user gives one.
 DEFAULT_MAX_NEW_TOKENS = 64
@@ -74,6 +72,7 @@ class EvalResult:
     per_category: dict[str, dict[str, Any]]
     baselines: dict[str, dict[str, Any]]
     ablation: dict[str, Any] | None
+    groups: dict[str, Any]
     base_model: dict[str, Any] | None
     metrics_path: Path
     predictions_path: Path
@@ -95,23 +94,6 @@ def find_run_config(model: str) -> Path | None:
         ):
             return config
     return None
-
-
-def model_load_args(device: Device, precision: Precision) -> dict[str, Any]:
-    """`load_vlm` keyword arguments for a device and precision choice (GPU when available)."""
-    import torch
-
-    from vistune.training.run import resolve_precision
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda was asked for but no CUDA GPU is visible; use device=cpu")
-    on_gpu = device != "cpu" and torch.cuda.is_available()
-    if not on_gpu and precision in ("auto", "fp16"):
-        if precision == "fp16":
-            raise ConfigError("precision: fp16 needs a CUDA GPU; use precision=fp32 on CPU")
-        precision = "fp32"
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    return {"dtype": dtypes[resolve_precision(precision)], "device_map": "cuda" if on_gpu else None}
 
 
 def base_model_source(model: str) -> str:
@@ -193,6 +175,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
     from vistune.data.dataset import load_split, open_image
     from vistune.evaluation.baselines import baseline_metrics
     from vistune.evaluation.generation import generate_predictions
+    from vistune.evaluation.groups import grouped_metrics
     from vistune.evaluation.metrics import compute_metrics, per_category_metrics
     from vistune.evaluation.report import write_report
     from vistune.models.families import load_vlm
@@ -256,6 +239,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         "ablation": compute_metrics(ablation_predictions)
         if ablation_predictions is not None
         else None,
+        "groups": grouped_metrics(train, frame, predictions, ablation_predictions),
         "base_model": (
             {"source": base_source, **compute_metrics(base_predictions)}
             if base_predictions is not None
@@ -296,6 +280,7 @@ def run_evaluation(config: EvaluateConfig, *, show_progress: bool = True) -> Eva
         per_category=summary["per_category"],
         baselines=summary["baselines"],
         ablation=summary["ablation"],
+        groups=summary["groups"],
         base_model=summary["base_model"],
         metrics_path=metrics_path,
         predictions_path=predictions_path,
@@ -308,7 +293,8 @@ def flat_summary(summary: dict[str, Any]) -> dict[str, float | int]:
     """`metrics.json` as flat W&B summary keys (numbers only).
 
     Keys: `eval/...`, `eval_parsed/...`, `ablation/...`, `baseline/<name>/...`,
-    `category/<name>/...`.
+    `category/<name>/...`, `<breakdown>_<group>/<predictor>/...` (e.g.
+    `title_unseen/model/price_smape`, `combination_seen/baseline/category_median_price/...`).
     """
     flat: dict[str, float | int] = {}
 
@@ -325,6 +311,14 @@ def flat_summary(summary: dict[str, Any]) -> dict[str, float | int]:
         put(f"baseline/{name}", values)
     for name, values in summary["per_category"].items():
         put(f"category/{name}", values)
+    for breakdown, entry in summary.get("groups", {}).items():
+        for group, values in entry["groups"].items():
+            prefix = f"{breakdown}_{group}"
+            put(prefix, {"n": values["n"]})
+            put(f"{prefix}/model", values.get("model"))
+            put(f"{prefix}/ablation", values.get("ablation"))
+            for name, baseline in (values.get("baselines") or {}).items():
+                put(f"{prefix}/baseline/{name}", baseline)
     return flat
 
 
@@ -386,10 +380,65 @@ def print_summary(console: Any, summary: dict[str, Any]) -> None:
                 cells.append("—")
             elif kind == "pct":
                 cells.append(f"{100 * value:.1f}%")
+            elif kind == "num":
+                cells.append(f"{value:.3f}")
             else:
                 cells.append(f"{value:,.2f}")
         table.add_row(label, *cells)
     console.print(table)
+    if summary.get("groups"):
+        console.print(seen_unseen_table(summary["groups"]))
+
+
+#: (header, metric key) of the seen/unseen table (percentages; ↓ = lower is better). RMSLE,
+#: median APE and the title metrics per group are in metrics.json and report.html.
+GROUP_COLUMNS = (
+    ("MAPE↓", "price_mape"),
+    ("SMAPE↓", "price_smape"),
+    ("≤10%", "price_within_10pct"),
+    ("cat.acc", "category_accuracy"),
+)
+SHORT_PREDICTORS = {"category median price": "cat. median $", "global median price": "median $"}
+SHORT_BREAKDOWNS = {"attribute combination": "combo"}
+
+
+def seen_unseen_table(groups: dict[str, Any]) -> Any:
+    """Test rows whose title (or attribute combination) the train split has, and the rest:
+    the model, its blank-image ablation and the price baselines; unseen first. Fits 80
+    columns."""
+    from rich.table import Table
+
+    from vistune.evaluation.groups import group_rows
+
+    table = Table(
+        title="seen vs unseen in training (the unseen rows show what generalises)",
+        title_justify="left",
+        caption="baselines fitted on train, scored on each group; more in report.html",
+        caption_justify="left",
+    )
+    table.add_column("group", no_wrap=True)
+    table.add_column("n", justify="right", no_wrap=True)
+    table.add_column("predictor", no_wrap=True)
+    for header, _ in GROUP_COLUMNS:
+        table.add_column(header, justify="right", no_wrap=True)
+    previous = None
+    for breakdown, group, n, predictor, values in group_rows(groups):
+        first = (breakdown, group) != previous
+        if first and previous is not None:
+            table.add_section()
+        previous = (breakdown, group)
+        cells = [
+            "–" if values.get(key) is None else f"{100 * values[key]:.1f}%"
+            for _, key in GROUP_COLUMNS
+        ]
+        name = f"{group} {SHORT_BREAKDOWNS.get(breakdown, breakdown)}"
+        table.add_row(
+            name if first else "",
+            str(n) if first else "",
+            SHORT_PREDICTORS.get(predictor, predictor),
+            *cells,
+        )
+    return table
 
 
 def _print_knobs(console: Any, config: EvaluateConfig, rows: int) -> None:
@@ -414,9 +463,13 @@ def _console() -> Any:
 
 
 def _definitions() -> dict[str, str]:
-    from vistune.evaluation import baselines, metrics
+    from vistune.evaluation import baselines, groups, metrics
 
-    return {"metrics": metrics.__doc__ or "", "baselines": baselines.__doc__ or ""}
+    return {
+        "metrics": metrics.__doc__ or "",
+        "baselines": baselines.__doc__ or "",
+        "groups": groups.__doc__ or "",
+    }
 
 
 def _json_default(value: Any) -> Any:

@@ -19,7 +19,8 @@ from vistune.serve.predictor import Predictor
 def load_predictor(config: ServeConfig) -> Predictor:
     """Load the model on the configured device with the question and answer format it was
     trained with (read from the run's config.yaml, as `vistune evaluate` does)."""
-    from vistune.evaluation.runner import model_load_args, prompt_settings_of
+    from vistune.device import model_load_args
+    from vistune.evaluation.runner import prompt_settings_of
     from vistune.models.families import load_vlm
 
     settings = prompt_settings_of(config)

@@ -17,6 +17,7 @@ import torch
 from rich.console import Console
 from transformers import set_seed
 
+from vistune.device import resolve_precision
 from vistune.errors import ConfigError
 from vistune.training import memory
 from vistune.training.config import TrainConfig
@@ -58,18 +59,6 @@ class TrainResult:
     final_dir: Path
     global_step: int
     train_loss: float
-
-
-def resolve_precision(precision: str) -> str:
-    """`auto`: bf16 on a bf16-capable GPU, fp16 on older GPUs, fp32 on CPU."""
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        if cuda:
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "fp32"
-    if precision == "fp16" and not cuda:
-        raise ConfigError("precision: fp16 needs a CUDA GPU; use precision=fp32 (or bf16) on CPU")
-    return precision
 
 
 def check_trackers(config: TrainConfig) -> None:
