@@ -20,20 +20,22 @@ def command(
         typer.Option(
             help="Synthetic catalog: simple (8 categories, 160 titles) or realistic (24 "
             "categories, mostly unique titles; too hard for the tiny model in the demo's "
-            "budget) [default: simple]."
+            "budget) \\[default: simple]."
         ),
     ] = None,
     holdout_combinations: Annotated[
         int | None,
         typer.Option(
             "--holdout-combinations",
-            help="Attribute combinations never trained on, all in test [default: 8].",
+            help="Attribute combinations never trained on, all in test \\[default: 8].",
         ),
     ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Training steps \\[default: configs/tiny-demo.yaml's].")
     ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed for data, model and training.")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for data, model and training \\[default: 0].")
+    ] = None,
     threads: Annotated[
         int | None, typer.Option(help="CPU threads for torch \\[default: all cores but one].")
     ] = None,

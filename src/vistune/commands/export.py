@@ -29,14 +29,14 @@ def command(
     dtype: Annotated[
         str | None,
         typer.Option(
-            help="Weights dtype: float32, bfloat16, float16 [default: the base model's for "
+            help="Weights dtype: float32, bfloat16, float16 \\[default: the base model's for "
             "official, float32 for vistune]."
         ),
     ] = None,
     base: Annotated[
         Path | None,
         typer.Option(
-            help="Base model folder to copy config/processor/code files from [default: the "
+            help="Base model folder to copy config/processor/code files from \\[default: the "
             "folder the run started from].",
             show_default=False,
         ),

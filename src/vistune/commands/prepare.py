@@ -42,7 +42,7 @@ def command(
         typer.Option(
             "--holdout-combinations",
             help="Hold N attribute combinations (combination_columns: the sample's category, "
-            "material, pattern, size) out of train and validation, all into test [default: 0].",
+            "material, pattern, size) out of train and validation, all into test \\[default: 0].",
         ),
     ] = None,
     allow_private_hosts: Annotated[

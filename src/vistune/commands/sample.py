@@ -14,7 +14,7 @@ def command(
         str | None,
         typer.Option(
             help="realistic: 24 categories, 8 materials, 12 colours, mostly unique titles; "
-            "simple: 8 categories, 5 materials, 160 titles [default: realistic]."
+            "simple: 8 categories, 5 materials, 160 titles \\[default: realistic]."
         ),
     ] = None,
     rows: Annotated[int | None, typer.Option(help="Catalog rows (default 3040).")] = None,
