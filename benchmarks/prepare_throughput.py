@@ -14,6 +14,13 @@ The server runs in its own process (an asyncio server, so it is never the bottle
 does not share a GIL with the clients); both clients run in this process, one after the
 other. Peak RSS is this process's high-water mark (ru_maxrss) after each phase.
 
+Per image, each phase reports: client CPU (this process, all threads, plus any waited-for
+children), the CPU of the thread that runs the event loop (serial: it holds the GIL) and
+the server's CPU for the same requests (asked from the server itself), with the load
+average before and after. CPU times are far less sensitive to other jobs on the machine
+than images/s, so the run also prints the ceiling they imply: no concurrency setting can
+beat `cores / (client + server CPU per image)`, nor `1 / event-loop CPU per image`.
+
     python benchmarks/prepare_throughput.py [--images 1000] [--latency-ms 20] [--concurrency 16]
 
 Prints a table and writes benchmarks/results/prepare_throughput.json.
