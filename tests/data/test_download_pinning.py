@@ -18,6 +18,7 @@ from vistune.data import schema
 from vistune.data.download import (
     DownloadOptions,
     FetchError,
+    KeepAliveCheckedStream,
     fetch_bytes,
     is_public_address,
     make_client,
@@ -207,3 +208,54 @@ def test_https_to_a_pinned_address_keeps_sni_and_certificate_checks(tmp_path) ->
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+def test_pinned_connections_are_kept_alive_and_reused(server, connects) -> None:
+    """Sequential fetches through one pinned client share one connection (keep-alive is
+    not defeated by pinning), and the host is still checked once per new connection."""
+    resolver = FakeResolver(["127.0.0.1"])
+    opts = DownloadOptions(
+        **FAST, resolver=resolver, allowed_hosts=frozenset({"images.example"}), concurrency=1
+    )
+
+    async def run() -> list[bytes]:
+        async with make_client(opts) as client:
+            return [
+                await fetch_bytes(client, f"http://images.example:{server.port}/good/{i}.jpg", opts)
+                for i in range(4)
+            ]
+
+    bodies = asyncio.run(run())
+    assert all(body[:2] == b"\xff\xd8" for body in bodies)
+    assert connects == ["127.0.0.1"]
+    assert resolver.lookups == ["images.example"]
+
+
+class CountingStream(httpcore.AsyncNetworkStream):
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def get_extra_info(self, info: str):
+        self.asked.append(info)
+        return f"inner:{info}"
+
+
+def test_idle_check_polls_the_socket_without_asking_the_stream() -> None:
+    """`is_readable` (asked for every pooled connection on every request) is answered from
+    the socket: False while idle, True once the server closed it; other keys pass through."""
+    import socket
+
+    ours, theirs = socket.socketpair()
+    try:
+        inner = CountingStream()
+        stream = KeepAliveCheckedStream(inner, ours)
+        assert stream.get_extra_info("is_readable") is False
+        theirs.close()
+        assert stream.get_extra_info("is_readable") is True
+        assert inner.asked == []
+        assert stream.get_extra_info("server_addr") == "inner:server_addr"
+        assert KeepAliveCheckedStream(inner, None).get_extra_info("is_readable") == (
+            "inner:is_readable"
+        )
+    finally:
+        ours.close()
