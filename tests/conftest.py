@@ -13,15 +13,18 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import functools
 import io
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from PIL import Image
+
+from vistune.training import TrainConfig
 
 # pytest-xdist runs one worker per core; a second torch thread per worker oversubscribes the
 # 2-core CI machine and makes steps up to 20x slower. Numerics do not depend on it.
@@ -124,3 +127,42 @@ def image_mutants() -> Any:
     `image_mutants.seed_files()` are the valid originals. Used by the decoder fuzz tests."""
     mutants.seed_files = seed_files  # type: ignore[attr-defined]
     return mutants
+
+
+# -- training configs on the tiny fixtures ------------------------------------------------
+def tiny_config(**overrides: Any) -> TrainConfig:
+    """A small, fast TrainConfig (give data, model, output): no trackers or workers, 4 steps."""
+    values: dict[str, Any] = {
+        "method": "full",
+        "max_steps": 4,
+        "per_device_batch_size": 4,
+        "learning_rate": 1e-3,
+        "warmup_ratio": 0.0,
+        "lr_scheduler": "constant",
+        "logging_steps": 1,
+        "eval_steps": None,
+        "save_steps": 1000,
+        "report_to": ["none"],
+        "dataloader_workers": 0,
+        "seed": 0,
+    }
+    values.update(overrides)
+    return TrainConfig.from_dict(values)
+
+
+@pytest.fixture(scope="session")
+def config_on_fixtures(prepared_dir: Path, tiny_phi3v_dir: Path) -> Callable[..., TrainConfig]:
+    """`tiny_config` on the shared tiny catalog and model; call with `output=` + overrides."""
+    return functools.partial(tiny_config, data=str(prepared_dir), model=str(tiny_phi3v_dir))
+
+
+@pytest.fixture
+def make_config(
+    config_on_fixtures: Callable[..., TrainConfig], tmp_path: Path
+) -> Callable[..., TrainConfig]:
+    """`make_config(**overrides)`: `tiny_config` on the shared fixtures, output in tmp_path."""
+
+    def build(**overrides: Any) -> TrainConfig:
+        return config_on_fixtures(**{"output": str(tmp_path / "run"), **overrides})
+
+    return build

@@ -113,51 +113,30 @@ def test_generation_raises_no_deprecation(family_dir: str, request, vistune_depr
 
 
 def test_training_step_and_its_eval_raise_no_deprecation(
-    prepared_dir: Path, tiny_phi3v_dir: Path, tmp_path: Path, vistune_deprecations
+    make_config, tmp_path: Path, vistune_deprecations
 ) -> None:
-    from vistune.training import TrainConfig, run_training
+    from vistune.training import run_training
 
     for method in ("full", "lora"):
-        config = TrainConfig.from_dict(
-            {
-                "data": str(prepared_dir),
-                "model": str(tiny_phi3v_dir),
-                "output": str(tmp_path / method),
-                "method": method,
-                "max_steps": 1,
-                "per_device_batch_size": 2,
-                "eval_steps": 1,
-                "eval_generate_samples": 2,
-                "save_steps": 1000,
-                "report_to": ["none"],
-                "dataloader_workers": 0,
-            }
+        run_training(
+            make_config(
+                output=str(tmp_path / method),
+                method=method,
+                max_steps=1,
+                per_device_batch_size=2,
+                eval_steps=1,
+                eval_generate_samples=2,
+            )
         )
-        run_training(config)
     assert vistune_deprecations == []
 
 
-def test_loading_a_lora_run_shows_no_future_warning(
-    prepared_dir: Path, tiny_phi3v_dir: Path, tmp_path: Path
-) -> None:
+def test_loading_a_lora_run_shows_no_future_warning(make_config, tmp_path: Path) -> None:
     """What a user sees: peft's read of a deprecated transformers property is not shown."""
     from vistune.models.families import load_vlm
-    from vistune.training import TrainConfig, run_training
+    from vistune.training import run_training
 
-    config = TrainConfig.from_dict(
-        {
-            "data": str(prepared_dir),
-            "model": str(tiny_phi3v_dir),
-            "output": str(tmp_path / "lora"),
-            "method": "lora",
-            "max_steps": 1,
-            "per_device_batch_size": 2,
-            "eval_steps": None,
-            "save_steps": 1000,
-            "report_to": ["none"],
-            "dataloader_workers": 0,
-        }
-    )
+    config = make_config(output=str(tmp_path / "lora"), method="lora", max_steps=1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run_training(config)

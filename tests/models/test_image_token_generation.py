@@ -148,28 +148,19 @@ def test_evaluate_predict_and_serve_run_on_the_rigged_model(
 
 
 def test_training_time_generation_eval_runs_on_the_rigged_model(
-    rigged_phi3v: Path, prepared_dir: Path, tmp_path: Path
+    rigged_phi3v: Path, make_config: Any, tmp_path: Path
 ) -> None:
-    from vistune.training import TrainConfig, run_training
+    from vistune.training import run_training
 
-    config = TrainConfig.from_dict(
-        {
-            "data": str(prepared_dir),
-            "model": str(rigged_phi3v),
-            "output": str(tmp_path / "run"),
-            "method": "full",
-            "max_steps": 1,
-            "per_device_batch_size": 4,
-            "learning_rate": 1e-9,
-            "eval_steps": 1,
-            "eval_generate_samples": 4,
-            "save_steps": 1000,
-            "report_to": ["none"],
-            "dataloader_workers": 0,
-        }
+    config = make_config(
+        model=str(rigged_phi3v),
+        max_steps=1,
+        learning_rate=1e-9,
+        eval_steps=1,
+        eval_generate_samples=4,
     )
     run_training(config)
-    assert (tmp_path / "run" / "final" / "config.json").is_file()
+    assert (Path(config.output) / "final" / "config.json").is_file()
 
 
 @pytest.mark.slow

@@ -503,7 +503,7 @@ def tiny_model_dir(tiny_options: dict[str, Any] | None = None) -> Path:
     return folder
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
@@ -585,7 +585,7 @@ def load_vlm(
             f"{folder}: no config.json or adapter_config.json; point at a model folder, a PEFT"
             " adapter folder, a training run dir (with final/), 'tiny' or a hub id"
         )
-    family = family_for(_read_json(config_file))
+    family = family_for(read_json(config_file))
     try:
         vlm = family.load(folder, **load_kwargs)
     except OSError as err:  # missing weights, pickles only, unreadable files
@@ -602,7 +602,7 @@ def _load_adapter(
 ) -> VisionLanguageModel:
     from peft import PeftModel
 
-    adapter_config = _read_json(adapter_dir / "adapter_config.json")
+    adapter_config = read_json(adapter_dir / "adapter_config.json")
     base_source = adapter_config.get("base_model_name_or_path")
     if not base_source:
         raise ModelError(
@@ -613,7 +613,7 @@ def _load_adapter(
         base_folder = _resolve_folder(str(base_source), None)
     except ModelError as err:
         raise ModelError(f"{adapter_dir}: cannot load the adapter's base model: {err}") from err
-    family = family_for(_read_json(base_folder / "config.json"))
+    family = family_for(read_json(base_folder / "config.json"))
     model = family.load_model(base_folder, **model_kwargs)
     with peft_wrapping():
         model = PeftModel.from_pretrained(model, adapter_dir)
@@ -636,5 +636,6 @@ __all__ = [
     "family_for",
     "load_vlm",
     "placeholder_token_ids",
+    "read_json",
     "tiny_model_dir",
 ]

@@ -30,6 +30,7 @@ import torch
 
 from vistune.errors import ConfigError, ModelError
 from vistune.models.base import VisionLanguageModel
+from vistune.models.families import read_json
 from vistune.outputs import atomic_output_dir
 from vistune.training.auto_map import clean_auto_maps, missing_code
 
@@ -89,13 +90,6 @@ def strip_remote_code(model: torch.nn.Module) -> None:
             config.__dict__.pop("auto_map", None)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"{path}: cannot read JSON ({err})") from err
-
-
 # -- the base folder a run started from ----------------------------------------------------
 def base_folder_of(final: Path) -> Path:
     """The base model folder of a run's final model: the adapter's base, else the run's model.
@@ -107,7 +101,7 @@ def base_folder_of(final: Path) -> Path:
 
     source: str | None = None
     if (final / "adapter_config.json").is_file():
-        source = _read_json(final / "adapter_config.json").get("base_model_name_or_path")
+        source = read_json(final / "adapter_config.json").get("base_model_name_or_path")
     else:
         run_config = final.parent / "config.yaml"
         if run_config.is_file():
@@ -131,7 +125,7 @@ def base_folder_of(final: Path) -> Path:
 
 def base_dtype(base: Path) -> str:
     """The dtype the base folder's config declares (`torch_dtype` or `dtype`), else float32."""
-    config = _read_json(base / "config.json")
+    config = read_json(base / "config.json")
     declared = config.get("torch_dtype") or config.get("dtype")
     return declared if declared in DTYPES else "float32"
 
@@ -163,7 +157,7 @@ def write_official(
             continue
         if path.suffix in COPIED_SUFFIXES or path.name.startswith(COPIED_PREFIXES):
             shutil.copy2(path, out / path.name)
-    config = _read_json(base / "config.json")
+    config = read_json(base / "config.json")
     for key in ("torch_dtype", "dtype"):
         if key in config:
             config[key] = dtype
@@ -190,7 +184,7 @@ def token_id(folder: Path, token: str) -> int | None:
     path = folder / "tokenizer.json"
     if not path.is_file():
         return None
-    data = _read_json(path)
+    data = read_json(path)
     for added in data.get("added_tokens", []):
         if added.get("content") == token:
             return int(added["id"])
@@ -202,7 +196,7 @@ def token_id(folder: Path, token: str) -> int | None:
 
 def loadability(out: Path, base: Path | None) -> list[str]:
     """Sentences saying which loaders this folder works with, from the files it holds."""
-    config = _read_json(out / "config.json")
+    config = read_json(out / "config.json")
     model_type = config.get("model_type")
     notes = ["vistune (predict, evaluate, serve) loads it"]
     if model_type != "phi3_v":
@@ -216,7 +210,7 @@ def loadability(out: Path, base: Path | None) -> list[str]:
     processor_map: dict[str, Any] = {}
     for name in ("processor_config.json", "preprocessor_config.json"):
         if (out / name).is_file():
-            processor_map.update(_read_json(out / name).get("auto_map") or {})
+            processor_map.update(read_json(out / name).get("auto_map") or {})
     model_map = config.get("auto_map") or {}
     complete = (
         "AutoProcessor" in processor_map
