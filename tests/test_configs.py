@@ -78,3 +78,14 @@ def test_installed_package_ships_the_same_files() -> None:
     packaged = files("vistune") / "configs"
     for path in SHIPPED:
         assert (packaged / path.name).read_text() == path.read_text()
+
+
+def test_a_missing_required_setting_names_the_flag(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from vistune.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path), "--data", str(tmp_path)])
+    message = (result.stderr or result.output).strip()
+    assert result.exit_code == 1
+    assert "out is required (pass --out" in message and len(message.splitlines()) == 1

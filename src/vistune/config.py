@@ -117,6 +117,9 @@ def format_validation_error(
         where = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
             problem = f"unknown key {where!r}"
+        elif err["type"] == "missing":
+            flag = "--" + where.replace("_", "-")
+            problem = f"{where} is required (pass {flag}, --set {where}=..., or a YAML key)"
         else:
             problem = f"{where}: {err['msg']}"
         by_origin.setdefault(_origin_of(where, origins or {}, source), []).append(problem)
