@@ -1,9 +1,12 @@
 """Measure one training step's peak host memory and time for a Phi-3-vision geometry.
 
 Run in a fresh process per configuration (`python -m vistune.training.memory_probe JSON`):
-the peak is the kernel's resident-set high-water mark (VmHWM) minus the resident set after
-imports, so it counts every byte torch touched (weights, gradients, AdamW states,
-activations, temporaries) and nothing a previous configuration left behind. glibc is told to
+the peak is the kernel's resident-set high-water mark (VmHWM) minus the anonymous memory
+after imports and minus the file-backed pages mapped by the end of the step, so it counts
+every byte torch allocated (weights, gradients, AdamW states, activations, temporaries) and
+nothing a previous configuration left behind. Library code paged in during the step is
+file-backed and left out: how much of it the kernel maps depends on the page cache (a fresh
+install measured 30 MB more than a warm one at a 0.3 GiB test geometry). glibc is told to
 serve large blocks with mmap (`MALLOC_MMAP_THRESHOLD_`, set by `run_probe`), so a freed
 activation goes back to the kernel and the high-water mark tracks live tensors, the way a GPU
 allocator's `max_memory_allocated` does.
@@ -58,7 +61,7 @@ class ProbeSpec:
 
 
 def read_status_kib(key: str) -> int:
-    """A field of /proc/self/status in KiB (VmRSS, VmHWM)."""
+    """A field of /proc/self/status in KiB (VmHWM, RssAnon, RssFile, RssShmem)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1])
@@ -166,7 +169,7 @@ def measure(spec: ProbeSpec) -> dict[str, Any]:
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    baseline_kib = read_status_kib("VmRSS")
+    baseline_kib = read_status_kib("RssAnon")
     config = Phi3VConfig.from_dict({**spec.config, "num_hidden_layers": spec.num_layers})
     start = time.perf_counter()
     model = build_model(config, spec.seed)
@@ -184,7 +187,7 @@ def measure(spec: ProbeSpec) -> dict[str, Any]:
         p.grad = torch.zeros_like(p)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    ready_kib = read_status_kib("VmRSS")
+    ready_kib = read_status_kib("RssAnon")
 
     start = time.perf_counter()
     loss = model(**batch).loss
@@ -194,7 +197,8 @@ def measure(spec: ProbeSpec) -> dict[str, Any]:
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     step_s = time.perf_counter() - start
-    peak_kib = read_status_kib("VmHWM")
+    file_backed_kib = read_status_kib("RssFile") + read_status_kib("RssShmem")
+    peak_kib = read_status_kib("VmHWM") - file_backed_kib
 
     tokens = int(batch["attention_mask"].sum())
     return {
