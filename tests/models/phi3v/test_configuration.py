@@ -152,3 +152,45 @@ def test_register_is_idempotent_and_covers_the_auto_classes() -> None:
     assert AutoModelForCausalLM._model_mapping[Phi3VConfig] is Phi3VForCausalLM
     assert AutoModelForImageTextToText._model_mapping[Phi3VConfig] is Phi3VForCausalLM
     assert AutoModel._model_mapping[Phi3VConfig] is Phi3VModel
+
+
+@pytest.mark.parametrize("rope_type", ["su", "longrope"])
+def test_released_configs_load_without_a_rope_warning_and_keep_the_attention_scale(
+    rope_type: str, tmp_path: Path
+) -> None:
+    """transformers warns on every load of a longrope config without `factor`; vistune spells
+    out the value transformers would derive, so the load is quiet and the rotary attention
+    scale is still sqrt(1 + ln(131072 / 4096) / ln(4096)), the Phi-3 formula."""
+    import logging
+    import math
+
+    import torch
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    from transformers.utils import logging as hf_logging
+
+    records: list[str] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    raw = copy.deepcopy(OFFICIAL_CONFIG)
+    raw["rope_scaling"] = {**raw["rope_scaling"], "type": rope_type}
+    recorder = Recorder(logging.WARNING)
+    hf_logging.get_logger().addHandler(recorder)
+    logging.Logger.warning_once.cache_clear()  # a message seen earlier must show again
+    try:
+        config = Phi3VConfig.from_dict(raw)
+        config.save_pretrained(tmp_path)
+        reloaded = Phi3VConfig.from_pretrained(tmp_path)
+    finally:
+        hf_logging.get_logger().removeHandler(recorder)
+    assert not [r for r in records if "rope" in r.lower()], records
+
+    expected = math.sqrt(1 + math.log(131072 / 4096) / math.log(4096))
+    for cfg in (config, reloaded):
+        inv_freq, scale = ROPE_INIT_FUNCTIONS["longrope"](cfg, torch.device("cpu"))
+        assert scale == pytest.approx(expected, rel=1e-12)
+        assert inv_freq.shape == (48,)
+    legacy = json.loads((tmp_path / "config.json").read_text())["rope_scaling"]
+    assert "factor" not in legacy  # the remote code's reader gets the released keys only

@@ -82,6 +82,24 @@ def _normalise_legacy_rope(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _explicit_longrope_factor(
+    rope: dict[str, Any], max_positions: int | None, original: int | None
+) -> dict[str, Any]:
+    """Spell out longrope's `factor` (max / original positions) when the file leaves it out.
+
+    Phi-3 configs give only the two position counts; transformers then derives the same
+    factor but warns on every load that `factor` should be set. Setting it to the value it
+    would derive changes no frequency or attention scale (the longrope check in
+    `benchmarks/full_size.py` and the config tests derive them from the file alone).
+    """
+    if rope.get("rope_type") != "longrope" or rope.get("factor") is not None:
+        return rope
+    original = rope.get("original_max_position_embeddings") or original
+    if not (max_positions and original):
+        return rope
+    return {**rope, "factor": max_positions / original}
+
+
 @strict
 class Phi3VConfig(Phi3Config):
     r"""Phi-3-vision: a Phi-3 language model with a CLIP vision tower and an HD image embedding.
@@ -130,6 +148,15 @@ class Phi3VConfig(Phi3Config):
         img_processor.setdefault("num_img_tokens", self.tokens_per_crop)
         self.img_processor = img_processor
         self._check_image_embedding()
+
+    def convert_rope_params_to_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        kwargs = super().convert_rope_params_to_dict(*args, **kwargs)
+        self.rope_parameters = _explicit_longrope_factor(
+            self.rope_parameters,
+            self.max_position_embeddings,
+            self.original_max_position_embeddings,
+        )
+        return kwargs
 
     @staticmethod
     def _vision_config_for(model_name: str) -> dict[str, Any]:
