@@ -176,9 +176,12 @@ def _make_adapter(tiny_phi3v_dir: Path, out: Path, with_processor: bool) -> torc
     """A LoRA adapter with non-zero B matrices; returns its logits on a probe batch."""
     from peft import LoraConfig, get_peft_model
 
+    from vistune.models.compat import peft_wrapping
+
     base = load_vlm(str(tiny_phi3v_dir))
     config = LoraConfig(r=4, lora_alpha=8, target_modules=list(Phi3VFamily.default_lora_targets))
-    peft_model = get_peft_model(base.model, config)
+    with peft_wrapping():
+        peft_model = get_peft_model(base.model, config)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():

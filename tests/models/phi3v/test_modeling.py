@@ -518,7 +518,7 @@ def loss_and_grads(model: Phi3VForCausalLM) -> tuple[torch.Tensor, dict[str, tor
 def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     model = tiny_model(seed=1).train()
     loss, grads = loss_and_grads(model)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     checkpointed = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False)]
     assert any("CLIP" in type(m).__name__ for m in checkpointed)
     assert any("Phi3DecoderLayer" in type(m).__name__ for m in checkpointed)
@@ -528,6 +528,53 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
     assert any(".img_processor." in n for n in grads)  # the CLIP tower got gradients
     for name in grads:
         torch.testing.assert_close(grads_gc[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 23])
+def test_training_loss_skips_unlabelled_logits_with_the_same_loss_and_gradients(
+    num_items_in_batch: int | None,
+) -> None:
+    """In training the loss is computed from the labelled positions only (no logits are
+    returned); loss and every gradient equal a cross-entropy computed here by hand from the
+    full logits of the same weights."""
+    model = tiny_model(seed=4).train()
+    ids, mask = pad_batch(ROWS, "right")
+    labels = ids.masked_fill((mask == 0) | (ids == IMAGE), -100)
+    labels[:, :3] = -100  # the prompt carries no loss, as in vistune's batches
+    pixels, sizes = batch_images(GRIDS)
+    inputs = dict(input_ids=ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes)
+    extra = {} if num_items_in_batch is None else {"num_items_in_batch": num_items_in_batch}
+
+    out = model(**inputs, labels=labels, **extra)
+    assert out.logits is None
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    model.zero_grad()
+    logits = model(**inputs).logits  # no labels: every position's logits
+    assert logits.shape[:2] == ids.shape
+    targets = labels[:, 1:].reshape(-1)
+    flat = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+    total = torch.nn.functional.cross_entropy(flat, targets, ignore_index=-100, reduction="sum")
+    count = (targets != -100).sum() if num_items_in_batch is None else num_items_in_batch
+    expected = total / count
+    expected.backward()
+
+    torch.testing.assert_close(out.loss, expected.detach(), rtol=1e-5, atol=1e-6)
+    assert grads.keys() == {n for n, p in model.named_parameters() if p.grad is not None}
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, model.get_parameter(name).grad, rtol=1e-4, atol=1e-6)
+
+
+def test_evaluation_with_labels_still_returns_every_logit(model: Phi3VForCausalLM) -> None:
+    ids, mask = pad_batch(ROWS, "right")
+    pixels, sizes = batch_images(GRIDS)
+    with torch.no_grad():
+        out = model(
+            input_ids=ids, attention_mask=mask, pixel_values=pixels, image_sizes=sizes, labels=ids
+        )
+    assert out.logits.shape == (*ids.shape, model.config.vocab_size)
+    assert torch.isfinite(out.loss)
 
 
 @torch.no_grad()
@@ -559,24 +606,27 @@ def test_text_only_training_batch_still_reaches_the_vision_tower() -> None:
     ]
     assert all(p.grad is not None for p in used)
     assert all(torch.count_nonzero(p.grad) == 0 for p in used)
-    with torch.no_grad():
-        reference = tiny_model(seed=3).eval()(input_ids=ids).logits
-    torch.testing.assert_close(out.logits, reference)
+    with torch.no_grad():  # the vision tower's zero contribution leaves the loss unchanged
+        reference = tiny_model(seed=3).eval()(input_ids=ids, labels=ids).loss
+    torch.testing.assert_close(out.loss.detach(), reference)
 
 
 def test_lora_trains_a_step() -> None:
     peft = pytest.importorskip("peft")
     model = tiny_model(seed=4)
     base = {n: p.detach().clone() for n, p in model.named_parameters()}
-    lora = peft.get_peft_model(
-        model,
-        peft.LoraConfig(
-            r=4,
-            lora_alpha=8,
-            lora_dropout=0.0,
-            target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
-        ),
-    )
+    from vistune.models.compat import peft_wrapping
+
+    with peft_wrapping():
+        lora = peft.get_peft_model(
+            model,
+            peft.LoraConfig(
+                r=4,
+                lora_alpha=8,
+                lora_dropout=0.0,
+                target_modules=["qkv_proj", "o_proj", "gate_up_proj", "down_proj"],
+            ),
+        )
     lora.train()
     names = [n for n, p in lora.named_parameters() if p.requires_grad]
     assert names and all("lora_" in n for n in names)
