@@ -38,6 +38,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,12 @@ from rich.console import Console
 from rich.table import Table
 
 from vistune.training import memory
-from vistune.training.memory_probe import MALLOC_ENV, ProbeSpec, image_token_count, run_probe
+from vistune.training.memory_probe import (
+    MALLOC_ENV,
+    ProbeSpec,
+    image_token_count,
+    run_probe_series,
+)
 
 ROOT = Path(__file__).resolve().parent
 OFFICIAL_CONFIG = ROOT.parent / "tests" / "models" / "phi3v" / "official_config.json"
@@ -72,29 +78,34 @@ def official_config() -> dict[str, Any]:
     return json.loads(Path(os.environ.get(CONFIG_ENV, OFFICIAL_CONFIG)).read_text())
 
 
-def priority_matrix(max_layers: int) -> list[ProbeSpec]:
-    """Every configuration, most informative first."""
+def group_specs(method: str, layers: int) -> list[ProbeSpec]:
+    """The steps one process measures on one model: both num_crops, without and with
+    gradient checkpointing."""
     config = official_config()
-    specs = []
-    for crops in (4, 16):
-        for checkpointing in (False, True):
-            for method in ("lora", "full"):
-                for layers in (1, 2, 3)[:max_layers]:
-                    specs.append(
-                        ProbeSpec(
-                            config=config,
-                            num_layers=layers,
-                            method=method,
-                            gradient_checkpointing=checkpointing,
-                            grid=GRIDS[crops],
-                            substitute_vision=True,
-                        )
-                    )
-    return specs
+    return [
+        ProbeSpec(
+            config=config,
+            num_layers=layers,
+            method=method,
+            gradient_checkpointing=checkpointing,
+            grid=GRIDS[crops],
+            substitute_vision=True,
+        )
+        for crops in (4, 16)
+        for checkpointing in (False, True)
+    ]
 
 
-def key(spec: ProbeSpec) -> tuple[str, bool, int]:
-    return spec.method, spec.gradient_checkpointing, spec.grid * spec.grid
+def priority_queue(max_layers: int) -> list[list[ProbeSpec] | str]:
+    """Groups (one model build each) and checks, most informative first: both methods at
+    1 layer, the CLIP forward and the two checks, both methods at 2 layers (the depth fit),
+    then 3 layers at 4 crops without checkpointing (the fit's residual)."""
+    queue: list[list[ProbeSpec] | str] = [group_specs(method, 1) for method in ("lora", "full")]
+    queue += ["vision", "checkpoint_gradients", "longrope"]
+    queue += [group_specs(method, 2) for method in ("lora", "full")]
+    if max_layers >= 3:  # a third depth where it is cheap: 4 crops, no checkpointing
+        queue += [group_specs(method, 3)[:1] for method in ("lora", "full")]
+    return queue
 
 
 # -- children (each runs in its own process) ------------------------------------------------
@@ -249,7 +260,7 @@ def child_longrope() -> dict[str, Any]:
 
 
 CHILDREN = {
-    "vision": lambda: child_vision(2),
+    "vision": lambda: child_vision(2),  # 2 crops: per-crop figures
     "checkpoint_gradients": child_checkpoint_gradients,
     "longrope": child_longrope,
 }
@@ -576,9 +587,12 @@ def microsoft_comparison(coefficients: memory.Coefficients) -> list[dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-s", type=float, default=840.0, help="stop starting runs after")
-    parser.add_argument("--max-gb", type=float, default=10.0, help="skip runs predicted above")
-    parser.add_argument("--max-layers", type=int, default=2, choices=(2, 3))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-gb", type=float, default=16.0, help="skip runs predicted above")
+    parser.add_argument("--max-layers", type=int, default=3, choices=(2, 3))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes at once (memory: their peaks add up)"
+    )
     parser.add_argument("--real-vision", action="store_true")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--config", type=Path, help="another config.json (smoke runs)")
@@ -625,46 +639,84 @@ def main() -> None:
         done |= {f"check {name}" for name in result["checks"]}
     if args.device == "cuda":
         result["gpu"] = gpu_benchmark(args.threads)
-    if not result.get("vision") or "error" in result["vision"]:
-        result["vision"] = run_child("vision", args.threads, timeout=CHILD_TIMEOUT_S)
-    console.print(f"vision: {result['vision']}")
 
-    queue: list[ProbeSpec | str] = []
-    matrix = priority_matrix(args.max_layers)
-    queue += matrix[: 2 * args.max_layers]  # LoRA and full at 4 crops, no checkpointing
-    queue += ["checkpoint_gradients", "longrope"]
-    queue += matrix[2 * args.max_layers :]
-    for item in queue:
-        if describe(item) in done:
-            continue
+    def plan(item: list[ProbeSpec] | str) -> list[ProbeSpec] | str | None:
+        """What of `item` to run now (None: nothing), recording what is skipped and why."""
         elapsed = time.perf_counter() - start
-        if elapsed > args.budget_s:
-            result["skipped"].append(f"{describe(item)}: time budget {args.budget_s:.0f} s spent")
-            continue
         if isinstance(item, str):
-            result["checks"][item] = run_child(item, args.threads, timeout=CHILD_TIMEOUT_S)
-            console.print(f"check {item}: {result['checks'][item]}")
-            continue
-        item.threads = args.threads
-        item.substitute_vision = not args.real_vision
-        predicted = predicted_peak_gib(item)
-        if predicted > args.max_gb:
-            result["skipped"].append(
-                f"{describe(item)}: predicted peak {predicted:.1f} GiB > --max-gb {args.max_gb}"
-            )
-            continue
+            if describe(item) in done:
+                return None
+            if elapsed > args.budget_s:
+                result["skipped"].append(f"check {item}: time budget {args.budget_s:.0f} s spent")
+                return None
+            return item
+        todo = []
+        for spec in item:
+            spec.threads = args.threads
+            spec.substitute_vision = not args.real_vision
+            predicted = predicted_peak_gib(spec)
+            if describe(spec) in done:
+                continue
+            if predicted > args.max_gb:
+                result["skipped"].append(
+                    f"{describe(spec)}: predicted peak {predicted:.1f} GiB > --max-gb {args.max_gb}"
+                )
+                continue
+            todo.append(spec)
+        needed = predicted_group_s(todo, result["runs"])
+        if todo and elapsed + needed > args.budget_s:
+            result["skipped"] += [
+                f"{describe(spec)}: would end past the time budget ({elapsed:.0f} s spent + "
+                f"about {needed:.0f} s > {args.budget_s:.0f} s)"
+                for spec in todo
+            ]
+            return None
+        return todo or None
+
+    def execute(item: list[ProbeSpec] | str) -> Any:
+        if isinstance(item, str):
+            return run_child(item, args.threads, timeout=CHILD_TIMEOUT_S)
         try:
-            run = run_probe(item, timeout=CHILD_TIMEOUT_S)
+            return run_probe_series(item, timeout=CHILD_TIMEOUT_S)
         except (RuntimeError, subprocess.TimeoutExpired) as err:
-            result["skipped"].append(f"{describe(item)}: {err}")
-            continue
-        result["runs"].append(run)
-        console.print(
-            f"{describe(item)}: peak {run['peak_bytes'] / GIB:.2f} GiB "
-            f"(predicted {predicted:.2f}), step {run['step_s']:.1f} s, "
-            f"elapsed {time.perf_counter() - start:.0f} s"
-        )
-    result["fits"] = fits(result["runs"], result["vision"])
+            return err
+
+    def record(item: list[ProbeSpec] | str, outcome: Any) -> None:
+        if isinstance(item, str):
+            if item == "vision":
+                result["vision"] = outcome
+            else:
+                result["checks"][item] = outcome
+            console.print(f"{describe(item)}: {outcome}")
+        elif isinstance(outcome, Exception):
+            result["skipped"] += [f"{describe(spec)}: {outcome}" for spec in item]
+        else:
+            for spec, run in zip(item, outcome, strict=True):
+                result["runs"].append(run)
+                console.print(
+                    f"{describe(spec)}: peak {run['peak_bytes'] / GIB:.2f} GiB "
+                    f"(predicted {predicted_peak_gib(spec):.2f}), step {run['step_s']:.1f} s"
+                )
+        console.print(f"elapsed {time.perf_counter() - start:.0f} s")
+
+    # Up to --workers processes at once: a 2-core machine does 1.45x the work per second
+    # with two 1-thread processes than with one 2-thread process (measured on 2 cores).
+    pending = list(priority_queue(args.max_layers))
+    if result.get("vision") and "error" not in result["vision"]:
+        done.add("check vision")
+    running: dict[Future, list[ProbeSpec] | str] = {}
+    with ThreadPoolExecutor(max_workers=args.workers) as pool:
+        while pending or running:
+            while pending and len(running) < args.workers:
+                item = plan(pending.pop(0))
+                if item is not None:
+                    running[pool.submit(execute, item)] = item
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                record(running.pop(future), future.result())
+    result["fits"] = fits(result["runs"], result.get("vision"))
     result["coefficients"] = memory.fit_coefficients(result["runs"])
     fitted = memory.coefficients_from_fit(result["coefficients"], "this run")
     result["microsoft_comparison"] = microsoft_comparison(fitted)
@@ -695,6 +747,30 @@ def describe(item: ProbeSpec | str) -> str:
 
 def describe_run(run: dict[str, Any]) -> str:
     return describe(ProbeSpec(**{**run["spec"], "config": {}}))
+
+
+#: Interpreter start, imports and the model build of one group's process (measured: 15-20 s).
+GROUP_OVERHEAD_S = 20.0
+
+
+def predicted_group_s(specs: list[ProbeSpec], runs: list[dict[str, Any]]) -> float:
+    """Seconds a group will take: each step from the same configuration measured at a
+    shallower depth, scaled by depth + 1 (the head and embedding cost about a layer); 0 for
+    a step with no such measurement (the first groups always run)."""
+    total = GROUP_OVERHEAD_S
+    for spec in specs:
+        shallower = [
+            run
+            for run in runs
+            if run["spec"]["method"] == spec.method
+            and run["spec"]["gradient_checkpointing"] == spec.gradient_checkpointing
+            and run["spec"]["grid"] == spec.grid
+            and run["spec"]["num_layers"] < spec.num_layers
+        ]
+        if shallower:
+            run = max(shallower, key=lambda r: r["spec"]["num_layers"])
+            total += run["step_s"] * (spec.num_layers + 1) / (run["spec"]["num_layers"] + 1)
+    return total
 
 
 def predicted_peak_gib(spec: ProbeSpec) -> float:
