@@ -2,29 +2,32 @@
 
 vistune's `Phi3VForCausalLM` is built from the released Phi-3-vision-128k-instruct config
 (hidden 3072, intermediate 8192, 32 heads, vocab 32064, longrope, CLIP ViT-L/14-336), random
-weights, no download. On CPU only the number of language-model layers is cut (1, 2, 3): each
-configuration is one steady-state training step of one batch of 2 products (a square photo
-each, 2x2 sub-crops at num_crops 4 = 757 image tokens, 4x4 at num_crops 16 = 2,509, plus
-64 text tokens), measured in a fresh process (`vistune.training.memory_probe`: RSS high-water
-mark above the post-import baseline, wall time of forward+backward+AdamW step). A linear fit
-over the depths gives memory and time per layer; the fit's largest residual is shown; the
-32-layer value is the fit's extrapolation.
+weights, no download. On CPU only the number of language-model layers is cut (1, 2, 3). One
+training step of one batch of 2 products (a square photo each: 2x2 sub-crops at num_crops 4 =
+757 image tokens, 4x4 at num_crops 16 = 2,509, plus 64 text tokens of which 32 are the
+answer) is measured per configuration (`vistune.training.memory_probe`: resident-set
+high-water mark above the post-import baseline, reset before each step; wall time of
+forward+backward+AdamW step). One process per method and depth builds the model once and
+measures both num_crops without and with gradient checkpointing. A linear fit over the
+depths gives memory and time per layer and the 32-layer extrapolation; with a third depth
+(4 crops, no checkpointing) the fit's largest residual is a real check of linearity.
 
 The frozen CLIP tower's forward is measured once per crop (it is independent of the LM depth
 and linear in crops); in the depth runs its output is replaced by random features of the same
 shape (weights stay in memory). `--real-vision` runs the tower in every configuration.
 
-Configurations run in priority order (num_crops 4 before 16, no checkpointing before
-checkpointing, LoRA before full) until `--budget-s` is spent; a configuration whose predicted
-peak exceeds `--max-gb` is skipped and says so. Two checks at full width run in between:
-gradient checkpointing changes no gradient (LoRA, fp32, 2 layers) and longrope switches from
-short to long factors past 4,096 positions in a real forward pass.
+Work runs in priority order on `--workers` processes at once (two 1-thread processes do 1.45x
+the work per second of one 2-thread process on 2 cores): both methods at 1 layer, the CLIP
+forward and two checks at full width (gradient checkpointing changes no gradient: LoRA, fp32,
+2 layers; longrope switches from short to long factors past 4,096 positions in a real forward
+pass), both methods at 2 layers, then the 3-layer runs. Work that would end past
+`--budget-s` or whose predicted peak exceeds `--max-gb` is skipped and says so.
 
 `--device cuda` (not measured in this project: no GPU was lent) runs the 32 layers in bf16
 autocast with fp32 master weights, as `vistune train` does, and reports peak memory
 (`torch.cuda.max_memory_allocated`), tokens/s and MFU.
 
-Usage: python benchmarks/full_size.py [--budget-s 840] [--max-gb 10] [--threads 2]
+Usage: python benchmarks/full_size.py [--budget-s 870] [--max-gb 16] [--workers 2]
 Prints tables and writes benchmarks/results/full_size.json.
 """
 
@@ -98,13 +101,18 @@ def group_specs(method: str, layers: int) -> list[ProbeSpec]:
 
 def priority_queue(max_layers: int) -> list[list[ProbeSpec] | str]:
     """Groups (one model build each) and checks, most informative first: both methods at
-    1 layer, the CLIP forward and the two checks, both methods at 2 layers (the depth fit),
-    then 3 layers at 4 crops without checkpointing (the fit's residual)."""
-    queue: list[list[ProbeSpec] | str] = [group_specs(method, 1) for method in ("lora", "full")]
+    0 and 1 layers (the depth fit; depth 0 is the model without layers: embeddings, image
+    projection, head), the CLIP forward and the two checks, then deeper models, as much of
+    each as the budget allows (the fit's residual)."""
+    queue: list[list[ProbeSpec] | str] = [
+        group_specs(method, layers) for layers in (0, 1) for method in ("lora", "full")
+    ]
     queue += ["vision", "checkpoint_gradients", "longrope"]
-    queue += [group_specs(method, 2) for method in ("lora", "full")]
-    if max_layers >= 3:  # a third depth where it is cheap: 4 crops, no checkpointing
-        queue += [group_specs(method, 3)[:1] for method in ("lora", "full")]
+    queue += [
+        group_specs(method, layers)
+        for layers in range(2, max_layers + 1)
+        for method in ("lora", "full")
+    ]
     return queue
 
 
@@ -455,7 +463,10 @@ def print_report(result: dict[str, Any], console: Console) -> None:
             "yes" if fit["gradient_checkpointing"] else "no",
             str(fit["num_crops"]),
             f"{fit['peak_per_layer_gib']:.3f}",
-            f"{fit['peak_fit']['max_residual'] / GIB:.3f}",
+            # with two depths a line passes through both points: no residual to show
+            f"{fit['peak_fit']['max_residual'] / GIB:.3f}"
+            if fit["peak_fit"]["points"] > 2
+            else "2 depths",
             f"{fit['time_per_layer_s']:.1f}",
             f"{fit['peak_32_layers_gib']:.1f}",
             f"{fit['step_32_layers_s']:.0f}",
@@ -501,22 +512,25 @@ def print_report(result: dict[str, Any], console: Console) -> None:
 
 
 def microsoft_setup(plan: memory.MemoryPlan, method: str) -> memory.MemoryPlan:
-    """The same step as Microsoft's recipe holds it: bf16 weights (its script loads the model
-    in bf16; vistune keeps fp32 master weights under autocast) and, for full fine-tuning,
-    DeepSpeed ZeRO-2 over 8 GPUs (fp32 master copy, AdamW states and bf16 gradients split 8
-    ways). QLoRA's 4-bit part is the same in both."""
+    """The same step as Microsoft's recipe holds it: logits at every position (its model
+    computes them all; vistune only at the labelled ones), bf16 weights (its script loads
+    the model in bf16; vistune keeps fp32 master weights under autocast) and, for full
+    fine-tuning, DeepSpeed ZeRO-2 over 8 GPUs (fp32 master copy, AdamW states and bf16
+    gradients split 8 ways). QLoRA's 4-bit part is the same in both."""
+    every_position = replace(plan, loss_tokens_per_sample=plan.tokens_per_sample)
     params = plan.weight_bytes - (plan.trainable_bytes if method != "full" else 0)
     if method == "full":
         trainable = plan.trainable_bytes / 4  # parameters
         return replace(
-            plan,
+            every_position,
             weight_bytes=2 * plan.weight_bytes / 4 + 4 * trainable / 8,
             trainable_bytes=2 * trainable / 8,
+            largest_trainable_bytes=plan.largest_trainable_bytes / 2,  # a bf16 gradient
             optimizer_states=4,  # 8 bytes of AdamW per parameter / 2 bytes of gradient
         )
     if method == "lora":
-        return replace(plan, weight_bytes=params / 2 + plan.trainable_bytes)
-    return plan
+        return replace(every_position, weight_bytes=params / 2 + plan.trainable_bytes)
+    return every_position
 
 
 def peaks_32_layers(
@@ -586,9 +600,13 @@ def microsoft_comparison(coefficients: memory.Coefficients) -> list[dict[str, An
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-s", type=float, default=840.0, help="stop starting runs after")
+    parser.add_argument(
+        "--budget-s", type=float, default=870.0, help="start nothing that would end after"
+    )
     parser.add_argument("--max-gb", type=float, default=16.0, help="skip runs predicted above")
-    parser.add_argument("--max-layers", type=int, default=3, choices=(2, 3))
+    parser.add_argument(
+        "--max-layers", type=int, default=2, choices=(1, 2, 3), help="deepest model measured"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument(
         "--workers", type=int, default=2, help="processes at once (memory: their peaks add up)"
@@ -663,14 +681,18 @@ def main() -> None:
                 )
                 continue
             todo.append(spec)
-        needed = predicted_group_s(todo, result["runs"])
-        if todo and elapsed + needed > args.budget_s:
-            result["skipped"] += [
-                f"{describe(spec)}: would end past the time budget ({elapsed:.0f} s spent + "
-                f"about {needed:.0f} s > {args.budget_s:.0f} s)"
-                for spec in todo
-            ]
-            return None
+        # as much of the group (in priority order) as ends within the budget
+        needed, fitting = GROUP_OVERHEAD_S, []
+        for spec in todo:
+            needed += predicted_step_s(spec, result["runs"])
+            if elapsed + needed > args.budget_s:
+                result["skipped"].append(
+                    f"{describe(spec)}: would end past the time budget ({elapsed:.0f} s spent + "
+                    f"about {needed:.0f} s > {args.budget_s:.0f} s)"
+                )
+            else:
+                fitting.append(spec)
+        todo = fitting
         return todo or None
 
     def execute(item: list[ProbeSpec] | str) -> Any:
@@ -753,24 +775,26 @@ def describe_run(run: dict[str, Any]) -> str:
 GROUP_OVERHEAD_S = 20.0
 
 
-def predicted_group_s(specs: list[ProbeSpec], runs: list[dict[str, Any]]) -> float:
-    """Seconds a group will take: each step from the same configuration measured at a
-    shallower depth, scaled by depth + 1 (the head and embedding cost about a layer); 0 for
-    a step with no such measurement (the first groups always run)."""
-    total = GROUP_OVERHEAD_S
-    for spec in specs:
-        shallower = [
-            run
-            for run in runs
-            if run["spec"]["method"] == spec.method
-            and run["spec"]["gradient_checkpointing"] == spec.gradient_checkpointing
-            and run["spec"]["grid"] == spec.grid
-            and run["spec"]["num_layers"] < spec.num_layers
-        ]
-        if shallower:
-            run = max(shallower, key=lambda r: r["spec"]["num_layers"])
-            total += run["step_s"] * (spec.num_layers + 1) / (run["spec"]["num_layers"] + 1)
-    return total
+def predicted_step_s(spec: ProbeSpec, runs: list[dict[str, Any]]) -> float:
+    """Seconds one step will take: the line through the same configuration's two deepest
+    shallower measurements, or one scaled by depth + 1 (the head and embedding cost about a
+    layer); 0 with no such measurement (the shallowest groups always run)."""
+    shallower = [
+        run
+        for run in runs
+        if run["spec"]["method"] == spec.method
+        and run["spec"]["gradient_checkpointing"] == spec.gradient_checkpointing
+        and run["spec"]["grid"] == spec.grid
+        and run["spec"]["num_layers"] < spec.num_layers
+    ]
+    by_depth = {run["spec"]["num_layers"]: run["step_s"] for run in shallower}
+    if len(by_depth) >= 2:  # extrapolate the line through the two deepest measurements
+        (d1, t1), (d2, t2) = sorted(by_depth.items())[-2:]
+        return t2 + (spec.num_layers - d2) * (t2 - t1) / (d2 - d1)
+    if by_depth:
+        ((depth, seconds),) = by_depth.items()
+        return seconds * (spec.num_layers + 1) / (depth + 1)
+    return 0.0
 
 
 def predicted_peak_gib(spec: ProbeSpec) -> float:

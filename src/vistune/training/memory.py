@@ -1,17 +1,20 @@
 """Peak accelerator memory of a training step, estimated before training starts.
 
-What is held at the peak:
+What is held at the peak: weights (every parameter and buffer as loaded: vistune loads LoRA
+and full fine-tuning in fp32 and trains under bf16/fp16 autocast; QLoRA holds the language
+model in 4 bits), AdamW's two states per trainable parameter, the batch's pixel values, and
+the larger of two phases:
 
-- weights: every parameter and buffer as loaded (vistune loads LoRA and full fine-tuning in
-  fp32 and trains under bf16/fp16 autocast; QLoRA holds the language model in 4 bits);
-- AdamW states: two copies of the trainable parameters; the batch's pixel values;
-- and the larger of two phases. Backward: activations, `layer` values per token per hidden
-  unit for each language-model layer (with gradient checkpointing `checkpointed_layer` per
-  layer plus the larger of one layer's full set and the head's), `head` values per token per
-  vocabulary entry for the LM head and loss (logits, their fp32 upcast and gradient), and
-  LoRA's gradients. Optimizer step: all gradients plus `step` values per token per
-  vocabulary entry. LoRA peaks in the backward pass; full fine-tuning at shallow depth in
-  the step, at full depth and long sequences in the backward pass.
+- start of the backward pass: the activations, `layer` values per token per hidden unit for
+  each language-model layer (with gradient checkpointing `checkpointed_layer` per layer plus
+  one layer's full set, recomputed), `base` values per token per hidden unit outside the
+  layers (embeddings, image projection, final norm), `head` values per loss token per
+  vocabulary entry (logits, log-probabilities and their gradient: vistune computes logits
+  for the labelled positions only), plus the first gradients (all of LoRA's; the LM head's
+  under full fine-tuning);
+- end of the backward pass and the optimizer step: every gradient, plus under full
+  fine-tuning the `base` activations the embedding's backward still reads and `transient`
+  times the largest trainable tensor (the embedding's dense gradient, AdamW's temporaries).
 
 Activations scale with the batch, so the largest batch that fits follows from the same sum.
 The coefficients are fitted by `benchmarks/full_size.py` (`memory.fit_coefficients`) on
@@ -55,37 +58,43 @@ GIB = 2**30
 USABLE_SHARE = 0.9
 #: 4-bit NF4 with double quantisation: half a byte per weight plus the block constants.
 QLORA_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
+#: LM head and loss per loss token per vocabulary entry, in 4-byte values: the logits, their
+#: fp32 log-probabilities and the logits' gradient, plus one temporary. Counted, not fitted:
+#: with 64 loss tokens per batch the head is 30 MB, below what the fit can resolve.
+HEAD_VALUES = 4.0
+#: Tokens of vistune's answer ("Product: ..., Category: ..., Full Price: ...<|end|>") per
+#: sample, for plans made without a real batch.
+ANSWER_TOKENS = 32
 
 
 @dataclass(frozen=True)
 class Coefficients:
-    """Fitted sizes, in 4-byte values per token (see module docstring).
+    """Fitted sizes, in 4-byte values (see module docstring).
 
-    layer: per language-model layer, per hidden unit, held from forward to backward.
+    layer: per language-model layer, per token per hidden unit, held from forward to backward.
     checkpointed_layer: the same under gradient checkpointing.
-    head: per vocabulary entry, the head and loss in the backward phase.
-    step: per vocabulary entry, what is left above weights, gradients and AdamW states in
-        the optimizer-step phase (full fine-tuning's peak at shallow depth).
+    base: per token per hidden unit, the activations outside the layers.
+    transient: full fine-tuning's end-of-backward and optimizer-step temporaries, in units
+        of the largest trainable tensor.
+    head: per loss token per vocabulary entry (`HEAD_VALUES`).
     """
 
     layer: float
     checkpointed_layer: float
-    head: float
-    step: float
+    base: float
+    transient: float
+    head: float = HEAD_VALUES
     source: str = ""
 
 
 #: benchmarks/results/full_size.json ("coefficients"): Phi-3-vision at full width, fp32,
 #: CPU. Refit by running the benchmark and copying its "coefficients" block here.
 COEFFICIENTS = Coefficients(
-    layer=25.2245,
-    checkpointed_layer=0.814251,
-    head=3.19176,
-    step=3.91037,
-    source=(
-        "benchmarks/full_size.py on CPU, fp32, batch 2, 4 crops: LoRA and full at 1 and 2 "
-        "layers, LoRA with gradient checkpointing at 1 and 2 layers"
-    ),
+    layer=25.5,
+    checkpointed_layer=1.0,
+    base=11.0,
+    transient=1.0,
+    source="placeholder until the refit below",
 )
 
 
@@ -105,13 +114,15 @@ class MemoryPlan:
     gradient_checkpointing: bool = False
     pixel_bytes_per_sample: float = 0.0
     optimizer_states: int = 2  # AdamW: exp_avg and exp_avg_sq
+    loss_tokens_per_sample: int = ANSWER_TOKENS
+    largest_trainable_bytes: float = 0.0
 
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Peak bytes by part. The peak is whichever phase is larger: the backward pass (layer
-    and head activations held, LoRA's small gradients) or the optimizer step (full-size
-    gradients); weights, AdamW states and the batch's pixels are held in both."""
+    """Peak bytes by part. The peak is whichever phase is larger: the start of the backward
+    pass (activations held, first gradients) or its end and the optimizer step (every
+    gradient); weights, AdamW states and the batch's pixels are held in both."""
 
     parts: dict[str, float] = field(default_factory=dict)
     backward_phase: float = 0.0
@@ -129,21 +140,24 @@ class MemoryEstimate:
 def estimate_peak(plan: MemoryPlan, coefficients: Coefficients = COEFFICIENTS) -> MemoryEstimate:
     """Peak bytes of one steady-state training step, by part."""
     tokens = plan.tokens_per_sample * plan.batch_size
-    # Layer activations follow the autocast dtype; logits are upcast to fp32 for the loss.
-    one_layer = tokens * coefficients.layer * plan.hidden_size * plan.activation_bytes
-    head = tokens * coefficients.head * plan.vocab_size * 4
+    per_value = tokens * plan.hidden_size * plan.activation_bytes
+    one_layer = coefficients.layer * per_value
+    base = coefficients.base * per_value
+    # the loss upcasts the logits to fp32 whatever the autocast dtype
+    head = coefficients.head * plan.loss_tokens_per_sample * plan.batch_size * plan.vocab_size * 4
     if plan.gradient_checkpointing:
-        # Each layer keeps its input; the head's backward runs before any layer is
-        # recomputed, so only the larger of the two is live on top.
-        kept = tokens * coefficients.checkpointed_layer * plan.hidden_size
-        activations = plan.num_layers * kept * plan.activation_bytes + max(one_layer, head)
+        # each layer keeps its input; one layer's full set is live while it is recomputed
+        layers = plan.num_layers * coefficients.checkpointed_layer * per_value + one_layer
     else:
-        activations = plan.num_layers * one_layer + head
-    gradients = plan.trainable_bytes
-    # Full fine-tuning frees a layer's activations as its gradients appear; LoRA's few
-    # gradients sit next to all activations.
-    backward = activations + (0.0 if plan.method == "full" else gradients)
-    step = gradients + tokens * coefficients.step * plan.vocab_size * 4
+        layers = plan.num_layers * one_layer
+    activations = layers + base + head
+    full = plan.method == "full"
+    # LoRA's few gradients sit next to all activations; full fine-tuning's appear as the
+    # backward pass frees activations, starting with the LM head's.
+    first_gradients = plan.largest_trainable_bytes if full else plan.trainable_bytes
+    backward = activations + first_gradients
+    extra = (base + coefficients.transient * plan.largest_trainable_bytes) if full else 0.0
+    step = plan.trainable_bytes + extra
     parts = {
         "weights": plan.weight_bytes,
         "optimizer": plan.optimizer_states * plan.trainable_bytes,
@@ -151,10 +165,11 @@ def estimate_peak(plan: MemoryPlan, coefficients: Coefficients = COEFFICIENTS) -
     }
     if backward >= step:
         parts["activations"] = activations
-        if plan.method != "full":
-            parts["gradients"] = gradients
+        parts["gradients"] = first_gradients
     else:
-        parts["gradients"] = step
+        parts["gradients"] = plan.trainable_bytes
+        if extra:
+            parts["activations and temporaries"] = extra
     return MemoryEstimate(parts, backward_phase=backward, step_phase=step)
 
 
@@ -268,14 +283,18 @@ def plan_for_model(
     tokens_per_sample: int,
     gradient_checkpointing: bool,
     pixel_bytes_per_sample: float = 0.0,
+    loss_tokens_per_sample: int = ANSWER_TOKENS,
 ) -> MemoryPlan:
     """A plan from a loaded, prepared model: its parameter bytes are counted, not assumed."""
     params = list(model.parameters())
     buffers = list(model.buffers())
     text = _text_config(model.config)
+    trainable = [p.numel() * p.element_size() for p in params if p.requires_grad]
     return MemoryPlan(
         weight_bytes=sum(t.numel() * t.element_size() for t in params + buffers),
-        trainable_bytes=sum(p.numel() * p.element_size() for p in params if p.requires_grad),
+        trainable_bytes=sum(trainable),
+        largest_trainable_bytes=max(trainable, default=0),
+        loss_tokens_per_sample=loss_tokens_per_sample,
         num_layers=text.num_hidden_layers,
         hidden_size=text.hidden_size,
         vocab_size=text.vocab_size,
@@ -288,8 +307,9 @@ def plan_for_model(
     )
 
 
-def _phi3v_parameter_bytes(config: Any, method: str, lora_rank: int) -> tuple[float, float]:
-    """(weight bytes, trainable bytes) of vistune's setup for `method`, counted on the meta
+def _phi3v_parameter_bytes(config: Any, method: str, lora_rank: int) -> tuple[float, float, float]:
+    """(weight, trainable, largest trainable tensor) bytes of vistune's setup for `method`,
+    counted on the meta
     device (no memory): fp32 weights for lora/full, NF4 language-model linears for qlora;
     vision tower frozen; projector trained; LoRA on the family's targets."""
     import torch
@@ -304,6 +324,7 @@ def _phi3v_parameter_bytes(config: Any, method: str, lora_rank: int) -> tuple[fl
     vision, projector = family.vision_tower_prefixes, family.projector_prefixes
     projector_modules = set(top_modules(model, projector)[0])
     adapters = 0.0  # LoRA A and B in fp32: they are parameters and trained
+    largest = 0.0
     targets = set()
     for name, module in model.named_modules():
         if (
@@ -314,6 +335,7 @@ def _phi3v_parameter_bytes(config: Any, method: str, lora_rank: int) -> tuple[fl
             targets.add(name + ".weight")
             if method in ("lora", "qlora"):
                 adapters += 4 * lora_rank * (module.in_features + module.out_features)
+                largest = max(largest, 4 * lora_rank * max(module.in_features, module.out_features))
     weights, trainable = adapters, adapters
     for name, param in model.named_parameters():
         if method == "qlora" and name in targets:
@@ -323,12 +345,14 @@ def _phi3v_parameter_bytes(config: Any, method: str, lora_rank: int) -> tuple[fl
         if method == "full":
             if not has_prefix(name, vision):
                 trainable += 4 * param.numel()
+                largest = max(largest, 4 * param.numel())
         elif has_prefix(name, projector) and name.rsplit(".", 1)[0] in projector_modules:
             # PEFT's modules_to_save trains a copy and keeps the original; bare parameters
             # (the separators) stay frozen under LoRA.
             trainable += 4 * param.numel()
             weights += 4 * param.numel()
-    return weights, trainable
+            largest = max(largest, 4 * param.numel())
+    return weights, trainable, largest
 
 
 def plan_for_phi3v_config(
@@ -342,6 +366,7 @@ def plan_for_phi3v_config(
     text_tokens: int = 64,
     num_layers: int | None = None,
     lora_rank: int = 16,
+    answer_tokens: int = ANSWER_TOKENS,
 ) -> MemoryPlan:
     """A plan for a Phi-3-vision config file (no weights needed), one square photo per sample."""
     from vistune.models.phi3v import Phi3VConfig
@@ -350,11 +375,13 @@ def plan_for_phi3v_config(
     overrides = {} if num_layers is None else {"num_hidden_layers": num_layers}
     cfg = Phi3VConfig.from_dict({**config, **overrides})
     grid = max(1, math.isqrt(num_crops))
-    weights, trainable = _phi3v_parameter_bytes(cfg, method, lora_rank)
+    weights, trainable, largest = _phi3v_parameter_bytes(cfg, method, lora_rank)
     crop = cfg.crop_size
     return MemoryPlan(
         weight_bytes=weights,
         trainable_bytes=trainable,
+        largest_trainable_bytes=largest,
+        loss_tokens_per_sample=answer_tokens,
         num_layers=cfg.num_hidden_layers,
         hidden_size=cfg.hidden_size,
         vocab_size=cfg.vocab_size,
@@ -379,6 +406,7 @@ def plan_for_probe_spec(spec: Any) -> MemoryPlan:
         text_tokens=spec.text_tokens,
         num_layers=spec.num_layers,
         lora_rank=spec.lora_rank,
+        answer_tokens=spec.answer_tokens,
     )
 
 
@@ -389,6 +417,8 @@ def plan_from_probe(run: dict[str, Any], config: dict[str, Any] | None = None) -
     return MemoryPlan(
         weight_bytes=run["weight_bytes"],
         trainable_bytes=run["trainable_bytes"],
+        largest_trainable_bytes=run["largest_trainable_bytes"],
+        loss_tokens_per_sample=run["loss_tokens"] // spec["batch_size"],
         num_layers=spec["num_layers"],
         hidden_size=geometry["hidden_size"],
         vocab_size=geometry["vocab_size"],
@@ -414,21 +444,38 @@ def coefficients_from_fit(fitted: dict[str, float], source: str) -> Coefficients
     return Coefficients(
         layer=fitted["layer"],
         checkpointed_layer=fitted.get("checkpointed_layer", CHECKPOINTED_LAYER_ANALYTIC),
-        head=fitted["head"],
-        step=fitted["step"],
+        base=fitted["base"],
+        transient=fitted.get("transient", 0.0),
         source=source,
     )
+
+
+def _token_values(run: dict[str, Any]) -> float:
+    """Bytes of one fp32 value per token per hidden unit in `run`'s batch."""
+    return run["tokens"] * run["geometry"]["hidden_size"] * 4
+
+
+def _static_bytes(run: dict[str, Any]) -> float:
+    """Weights, AdamW states, every gradient and the pixels of a measured run."""
+    return run["weight_bytes"] + 3 * run["trainable_bytes"] + run["pixel_bytes"]
+
+
+def _through_origin(pairs: list[tuple[float, float]]) -> float | None:
+    """Least squares slope of y = c x over (x, y) pairs."""
+    den = sum(x * x for x, _ in pairs)
+    return sum(x * y for x, y in pairs) / den if den else None
 
 
 def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
     """Coefficients from measured probes (least squares through the origin).
 
-    `layer`: LoRA runs without checkpointing, per-layer growth of the peak beyond the
-    parameter bytes (their peak is the backward phase); `checkpointed_layer` likewise from
-    checkpointed LoRA runs (absent if none ran); `head`: what the LoRA runs hold beyond
-    weights, 3x trainable bytes, pixels and layers; `step`: what the full fine-tuning runs
-    hold beyond weights, 3x trainable bytes and pixels (their peak at the measured depths is
-    the optimizer step, which `step_phase_checked` confirms). Both num_crops are pooled.
+    `layer` (`checkpointed_layer`): per-layer growth of LoRA runs' peaks without (with)
+    gradient checkpointing beyond the growth of their parameter bytes, between depths of the
+    same batch; `base`: what LoRA runs without checkpointing hold beyond weights, states,
+    gradients, pixels, layers and head; `transient`: what full fine-tuning runs hold beyond
+    weights, states, gradients, pixels and `base`, in largest trainable tensors, from the
+    runs whose estimated peak is that phase (`transient_runs` of them). Both num_crops are
+    pooled.
     """
     groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for run in runs:
@@ -436,59 +483,65 @@ def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
         groups.setdefault((spec["method"], spec["gradient_checkpointing"]), []).append(run)
 
     def per_layer(group: list[dict[str, Any]]) -> float | None:
-        num = den = 0.0
+        pairs = []
         for a in group:
             for b in group:
                 la, lb = a["spec"]["num_layers"], b["spec"]["num_layers"]
                 if lb <= la or a["tokens"] != b["tokens"]:
                     continue
-                static = (b["weight_bytes"] - a["weight_bytes"]) + 3 * (
-                    b["trainable_bytes"] - a["trainable_bytes"]
-                )
-                growth = (b["peak_bytes"] - a["peak_bytes"] - static) / (lb - la)
-                unit = a["tokens"] * a["geometry"]["hidden_size"] * 4
-                num += growth * unit
-                den += unit * unit
-        return num / den if den else None
-
-    def residual(group: list[dict[str, Any]], layer: float) -> float | None:
-        num = den = 0.0
-        for run in group:
-            rest = (
-                run["peak_bytes"]
-                - run["weight_bytes"]
-                - 3 * run["trainable_bytes"]
-                - run["pixel_bytes"]
-                - run["spec"]["num_layers"]
-                * layer
-                * run["tokens"]
-                * run["geometry"]["hidden_size"]
-                * 4
-            )
-            unit = run["tokens"] * run["geometry"]["vocab_size"] * 4
-            num += rest * unit
-            den += unit * unit
-        return num / den if den else None
+                growth = (b["peak_bytes"] - a["peak_bytes"]) - (_static_bytes(b) - _static_bytes(a))
+                pairs.append((_token_values(a) * (lb - la), growth))
+        return _through_origin(pairs)
 
     out: dict[str, float] = {}
-    layer = per_layer(groups.get(("lora", False), []))
+    lora = groups.get(("lora", False), [])
+    layer = per_layer(lora)
     if layer is None:
         return out
     out["layer"] = layer
-    out["head"] = residual(groups[("lora", False)], layer)
+    head = HEAD_VALUES * 4
+    out["base"] = _through_origin(
+        [
+            (
+                _token_values(run),
+                run["peak_bytes"]
+                - _static_bytes(run)
+                - run["spec"]["num_layers"] * layer * _token_values(run)
+                - head * run["loss_tokens"] * run["geometry"]["vocab_size"],
+            )
+            for run in lora
+        ]
+    )
     checkpointed = per_layer(groups.get(("lora", True), []))
     if checkpointed is not None:
         out["checkpointed_layer"] = checkpointed
-    step = residual(groups.get(("full", False), []), 0.0)
-    if step is not None:
-        out["step"] = step
-        fitted = coefficients_from_fit(out, "check")
-        out["step_phase_checked"] = float(
-            all(
-                estimate_peak(plan_from_probe(run), fitted).phase == "optimizer step"
-                for run in groups[("full", False)]
-            )
+    full = groups.get(("full", False), []) + groups.get(("full", True), [])
+    # Fit on the runs whose peak is the end of the backward pass; which those are depends on
+    # the fit, so repeat until the set stops changing.
+    ending = full
+    for _ in range(len(full) + 1):
+        transient = _through_origin(
+            [
+                (
+                    run["largest_trainable_bytes"],
+                    run["peak_bytes"] - _static_bytes(run) - out["base"] * _token_values(run),
+                )
+                for run in ending
+            ]
         )
+        if transient is None:
+            break
+        fitted = coefficients_from_fit({**out, "transient": transient}, "fit")
+        now = [
+            run
+            for run in full
+            if estimate_peak(plan_from_probe(run), fitted).phase == "optimizer step"
+        ]
+        if now == ending:
+            out["transient"] = transient
+            out["transient_runs"] = float(len(ending))
+            break
+        ending = now
     return out
 
 
@@ -499,6 +552,10 @@ def plan_for_training(model: Any, config: Any, precision: str, batch: dict[str, 
     rows = batch["input_ids"].shape[0]
     pixels = batch.get("pixel_values")
     pixel_bytes = pixels.numel() * pixels.element_size() / rows if pixels is not None else 0.0
+    labels = batch.get("labels")
+    loss_tokens = (
+        int((labels[:, 1:] != -100).sum(dim=1).max()) if labels is not None else ANSWER_TOKENS
+    )
     return plan_for_model(
         model,
         method=config.method,
@@ -507,6 +564,7 @@ def plan_for_training(model: Any, config: Any, precision: str, batch: dict[str, 
         tokens_per_sample=int(batch["input_ids"].shape[1]),
         gradient_checkpointing=config.gradient_checkpointing,
         pixel_bytes_per_sample=pixel_bytes,
+        loss_tokens_per_sample=loss_tokens,
     )
 
 

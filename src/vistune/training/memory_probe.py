@@ -168,6 +168,8 @@ def prepare(model: Any, spec: ProbeSpec):
         lora={"rank": spec.lora_rank, "alpha": 2.0 * spec.lora_rank},
         gradient_checkpointing=spec.gradient_checkpointing,
     )
+    if spec.num_layers == 0 and spec.method == "lora":
+        return _lora_without_layers(model)
     vlm = VisionLanguageModel(model, None, Phi3VFamily(), "probe")
     prepared = prepare_model(vlm, train_config)
     if spec.gradient_checkpointing:
@@ -175,6 +177,30 @@ def prepare(model: Any, spec: ProbeSpec):
             activation_checkpointing_kwargs={"use_reentrant": False}
         )
     return prepared
+
+
+def _lora_without_layers(model: Any):
+    """LoRA's setup on a model with no language-model layer (nothing for adapters to target):
+    everything frozen but the image projector, which LoRA trains, with a frozen copy of it
+    held as PEFT's modules_to_save holds the original. The depth-0 point of the depth fit:
+    embeddings, image projection, final norm, head and loss, without layers."""
+    import copy
+
+    from vistune.models.families import Phi3VFamily
+    from vistune.training.model import freeze_by_prefix, top_modules
+
+    prefixes = Phi3VFamily.projector_prefixes
+    model.requires_grad_(False)
+    modules, _ = top_modules(model, prefixes)
+    for name in modules:
+        module = model.get_submodule(name)
+        # PEFT keeps the original next to the trained copy: hold a frozen copy likewise
+        module.register_module("_original", copy.deepcopy(module).requires_grad_(False))
+        for param in module.parameters(recurse=False):
+            param.requires_grad_(True)
+    if not modules:
+        freeze_by_prefix(model, prefixes, trainable=True)
+    return model
 
 
 def reset_peak() -> None:
@@ -270,6 +296,7 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
                 "trainable_params": sum(p.numel() for p in trainable),
                 "weight_bytes": sum(p.numel() * p.element_size() for p in params),
                 "trainable_bytes": sum(p.numel() * p.element_size() for p in trainable),
+                "largest_trainable_bytes": max(p.numel() * p.element_size() for p in trainable),
                 "pixel_bytes": batch["pixel_values"].numel() * batch["pixel_values"].element_size(),
                 "baseline_bytes": baseline_kib * 1024,
                 "ready_bytes": (ready_kib - baseline_kib) * 1024,
@@ -278,7 +305,7 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
                 "forward_s": forward_s,
                 "backward_s": backward_s,
                 "step_s": step_s,
-                "loss": float(loss),
+                "loss": float(loss.detach()),
                 "threads": torch.get_num_threads(),
                 "position_in_process": len(results),
             }
