@@ -641,6 +641,7 @@ def main() -> None:
         "skipped": [],
         "checks": {},
         "gpu": "not measured (no accelerator lent to this session)",
+        "config": str(args.config or OFFICIAL_CONFIG.relative_to(ROOT.parent)),
     }
     done: set[str] = set()
     if args.resume and args.out.is_file():
@@ -703,6 +704,13 @@ def main() -> None:
         except (RuntimeError, subprocess.TimeoutExpired) as err:
             return err
 
+    def save() -> None:
+        """Write what is measured so far (a crash or Ctrl-C keeps it; `--resume` goes on)."""
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        partial = args.out.with_name(args.out.name + ".partial")
+        partial.write_text(json.dumps(result, indent=2) + "\n")
+        partial.replace(args.out)
+
     def record(item: list[ProbeSpec] | str, outcome: Any) -> None:
         if isinstance(item, str):
             if item == "vision":
@@ -720,6 +728,7 @@ def main() -> None:
                     f"(predicted {predicted_peak_gib(spec):.2f}), step {run['step_s']:.1f} s"
                 )
         console.print(f"elapsed {time.perf_counter() - start:.0f} s")
+        save()
 
     # Up to --workers processes at once: a 2-core machine does 1.45x the work per second
     # with two 1-thread processes than with one 2-thread process (measured on 2 cores).
@@ -754,9 +763,7 @@ def main() -> None:
     result["elapsed_s"] = time.perf_counter() - start
     print_report(result, console)
     console.print(f"total {result['elapsed_s']:.0f} s; GPU: not measured unless --device cuda")
-    result["config"] = str(args.config or OFFICIAL_CONFIG.relative_to(ROOT.parent))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save()
     console.print(f"wrote {args.out}")
 
 

@@ -147,7 +147,8 @@ def estimate_peak(plan: MemoryPlan, coefficients: Coefficients = COEFFICIENTS) -
     head = coefficients.head * plan.loss_tokens_per_sample * plan.batch_size * plan.vocab_size * 4
     if plan.gradient_checkpointing:
         # each layer keeps its input; one layer's full set is live while it is recomputed
-        layers = plan.num_layers * coefficients.checkpointed_layer * per_value + one_layer
+        recomputed = one_layer if plan.num_layers else 0.0
+        layers = plan.num_layers * coefficients.checkpointed_layer * per_value + recomputed
     else:
         layers = plan.num_layers * one_layer
     activations = layers + base + head
@@ -425,7 +426,7 @@ def plan_from_probe(run: dict[str, Any], config: dict[str, Any] | None = None) -
         tokens_per_sample=run["tokens_per_sample"],
         batch_size=spec["batch_size"],
         method=spec["method"],
-        activation_bytes=4,
+        activation_bytes=_activation_bytes(spec.get("precision", "fp32")),
         gradient_checkpointing=spec["gradient_checkpointing"],
         pixel_bytes_per_sample=run["pixel_bytes"] / spec["batch_size"],
     )
@@ -475,11 +476,13 @@ def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
     gradients, pixels, layers and head; `transient`: what full fine-tuning runs hold beyond
     weights, states, gradients, pixels and `base`, in largest trainable tensors, from the
     runs whose estimated peak is that phase (`transient_runs` of them). Both num_crops are
-    pooled.
+    pooled; only fp32 runs count.
     """
     groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for run in runs:
         spec = run["spec"]
+        if spec.get("precision", "fp32") != "fp32":
+            continue  # the coefficients are fp32 values; half precision halves them
         groups.setdefault((spec["method"], spec["gradient_checkpointing"]), []).append(run)
 
     def per_layer(group: list[dict[str, Any]]) -> float | None:

@@ -71,6 +71,7 @@ class ProbeSpec:
     answer_tokens: int = 32  # labelled tokens at the end of each row
     substitute_vision: bool = False
     lora_rank: int = 16
+    precision: str = "fp32"  # fp32 | bf16 (CPU autocast over fp32 weights, as `vistune train`)
     threads: int | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -274,7 +275,8 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
         reset_peak()
         ready_kib = read_status_kib("RssAnon")
         start = time.perf_counter()
-        loss = model(**batch).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec.precision == "bf16"):
+            loss = model(**batch).loss
         forward_s = time.perf_counter() - start
         loss.backward()
         backward_s = time.perf_counter() - start - forward_s
