@@ -43,6 +43,7 @@ __all__ = [
     "estimate_record",
     "fit_coefficients",
     "largest_batch",
+    "linear_weight_bytes",
     "plan_for_model",
     "plan_for_phi3v_config",
     "plan_for_probe_spec",
@@ -62,6 +63,11 @@ QLORA_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
 #: fp32 log-probabilities and the logits' gradient, plus one temporary. Counted, not fitted:
 #: with 64 loss tokens per batch the head is 30 MB, below what the fit can resolve.
 HEAD_VALUES = 4.0
+#: Bytes per activation value under bf16/fp16 autocast over fp32 weights, as a share of
+#: fp32: the residual stream, norms and softmax statistics stay fp32. Measured: the tensors
+#: a LoRA step saves for backward hold 38.8 MiB under bf16 autocast vs 58.9 MiB in fp32
+#: (0.66; small geometry, CPU autocast, `saved_tensors_hooks`).
+HALF_PRECISION_ACTIVATION_SHARE = 0.66
 #: Tokens of vistune's answer ("Product: ..., Category: ..., Full Price: ...<|end|>") per
 #: sample, for plans made without a real batch.
 ANSWER_TOKENS = 32
@@ -90,11 +96,14 @@ class Coefficients:
 #: benchmarks/results/full_size.json ("coefficients"): Phi-3-vision at full width, fp32,
 #: CPU. Refit by running the benchmark and copying its "coefficients" block here.
 COEFFICIENTS = Coefficients(
-    layer=25.5,
-    checkpointed_layer=1.0,
-    base=11.0,
-    transient=1.0,
-    source="placeholder until the refit below",
+    layer=25.3103,
+    checkpointed_layer=0.984783,
+    base=8.95668,
+    transient=1.37724,
+    source=(
+        "benchmarks/full_size.py on CPU, fp32, batch 2, 4 and 16 crops: LoRA and full at 0, 1 "
+        "and 2 layers, with and without gradient checkpointing (24 steps)"
+    ),
 )
 
 
@@ -110,12 +119,16 @@ class MemoryPlan:
     tokens_per_sample: int
     batch_size: int
     method: str
-    activation_bytes: int = 4  # 2 under bf16/fp16 autocast
+    activation_bytes: float = 4.0  # 4 x HALF_PRECISION_ACTIVATION_SHARE under autocast
     gradient_checkpointing: bool = False
     pixel_bytes_per_sample: float = 0.0
     optimizer_states: int = 2  # AdamW: exp_avg and exp_avg_sq
     loss_tokens_per_sample: int = ANSWER_TOKENS
     largest_trainable_bytes: float = 0.0
+    # Under autocast every fp32 linear weight is cast to half precision for its matmul and
+    # that copy is saved for the backward pass (bytes per decoder layer, and elsewhere).
+    cast_copy_bytes_per_layer: float = 0.0
+    cast_copy_bytes_other: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -151,7 +164,11 @@ def estimate_peak(plan: MemoryPlan, coefficients: Coefficients = COEFFICIENTS) -
         layers = plan.num_layers * coefficients.checkpointed_layer * per_value + recomputed
     else:
         layers = plan.num_layers * one_layer
-    activations = layers + base + head
+    # cast copies are saved per layer; under checkpointing only the recomputed layer's
+    copies = plan.cast_copy_bytes_other + plan.cast_copy_bytes_per_layer * (
+        min(plan.num_layers, 1) if plan.gradient_checkpointing else plan.num_layers
+    )
+    activations = layers + base + head + copies
     full = plan.method == "full"
     # LoRA's few gradients sit next to all activations; full fine-tuning's appear as the
     # backward pass frees activations, starting with the LM head's.
@@ -247,7 +264,8 @@ def render_estimate(
     parts = ", ".join(f"{k} {v / GIB:.1f}" for k, v in estimate.parts.items())
     lines = [
         f"memory estimate  {estimate.total / GIB:.1f} GiB peak per device "
-        f"(method {plan.method}, {plan.activation_bytes * 8}-bit activations, batch "
+        f"(method {plan.method}, {'fp32' if plan.activation_bytes == 4 else 'autocast'} "
+        f"activations, batch "
         f"{plan.batch_size}, {plan.tokens_per_sample} tokens/sample, gradient checkpointing "
         f"{'on' if plan.gradient_checkpointing else 'off'}; peak in the {estimate.phase}; "
         f"GiB: {parts})"
@@ -266,8 +284,49 @@ def render_estimate(
 
 
 # -- plans ------------------------------------------------------------------------------------
-def _activation_bytes(precision: str) -> int:
-    return 2 if precision in ("bf16", "fp16") else 4
+def _half_precision(precision: str) -> bool:
+    return precision in ("bf16", "fp16")
+
+
+def _activation_bytes(precision: str) -> float:
+    return 4 * HALF_PRECISION_ACTIVATION_SHARE if _half_precision(precision) else 4.0
+
+
+def linear_weight_bytes(model: Any, vision_prefixes: tuple[str, ...]) -> tuple[float, float]:
+    """(bytes in decoder layers, bytes elsewhere) of the fp32 linear weights the language
+    side multiplies with: what autocast casts and saves. The frozen vision tower runs
+    without autograd, so it saves nothing. Names may carry a PEFT prefix."""
+    import re
+
+    import torch
+
+    in_layers = other = 0.0
+    vision = tuple(p.strip(".") for p in vision_prefixes)
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, torch.nn.Linear) or weight is None:
+            continue
+        if weight.dtype != torch.float32 or any(v in name for v in vision):
+            continue
+        size = weight.numel() * 4
+        if re.search(r"\.layers\.\d+\.", name + "."):
+            in_layers += size
+        else:
+            other += size
+    return in_layers, other
+
+
+def _cast_copies(
+    precision: str, linear_bytes: tuple[float, float], num_layers: int
+) -> dict[str, float]:
+    """MemoryPlan fields for autocast's half-precision weight copies (none in fp32)."""
+    if not _half_precision(precision):
+        return {}
+    in_layers, other = linear_bytes
+    return {
+        "cast_copy_bytes_per_layer": in_layers / 2 / max(num_layers, 1),
+        "cast_copy_bytes_other": other / 2,
+    }
 
 
 def _text_config(config: Any) -> Any:
@@ -285,13 +344,18 @@ def plan_for_model(
     gradient_checkpointing: bool,
     pixel_bytes_per_sample: float = 0.0,
     loss_tokens_per_sample: int = ANSWER_TOKENS,
+    vision_prefixes: tuple[str, ...] = (),
 ) -> MemoryPlan:
     """A plan from a loaded, prepared model: its parameter bytes are counted, not assumed."""
     params = list(model.parameters())
     buffers = list(model.buffers())
     text = _text_config(model.config)
     trainable = [p.numel() * p.element_size() for p in params if p.requires_grad]
+    copies = _cast_copies(
+        precision, linear_weight_bytes(model, vision_prefixes), text.num_hidden_layers
+    )
     return MemoryPlan(
+        **copies,
         weight_bytes=sum(t.numel() * t.element_size() for t in params + buffers),
         trainable_bytes=sum(trainable),
         largest_trainable_bytes=max(trainable, default=0),
@@ -353,7 +417,8 @@ def _phi3v_parameter_bytes(config: Any, method: str, lora_rank: int) -> tuple[fl
             trainable += 4 * param.numel()
             weights += 4 * param.numel()
             largest = max(largest, 4 * param.numel())
-    return weights, trainable, largest
+    linear_bytes = linear_weight_bytes(model, family.vision_tower_prefixes)
+    return weights, trainable, largest, linear_bytes
 
 
 def plan_for_phi3v_config(
@@ -376,9 +441,14 @@ def plan_for_phi3v_config(
     overrides = {} if num_layers is None else {"num_hidden_layers": num_layers}
     cfg = Phi3VConfig.from_dict({**config, **overrides})
     grid = max(1, math.isqrt(num_crops))
-    weights, trainable, largest = _phi3v_parameter_bytes(cfg, method, lora_rank)
+    weights, trainable, largest, linear_bytes = _phi3v_parameter_bytes(cfg, method, lora_rank)
     crop = cfg.crop_size
+    # QLoRA's 4-bit weights are dequantised per matmul and not kept
+    copies = (
+        {} if method == "qlora" else _cast_copies(precision, linear_bytes, cfg.num_hidden_layers)
+    )
     return MemoryPlan(
+        **copies,
         weight_bytes=weights,
         trainable_bytes=trainable,
         largest_trainable_bytes=largest,
@@ -427,6 +497,11 @@ def plan_from_probe(run: dict[str, Any], config: dict[str, Any] | None = None) -
         batch_size=spec["batch_size"],
         method=spec["method"],
         activation_bytes=_activation_bytes(spec.get("precision", "fp32")),
+        **_cast_copies(
+            spec.get("precision", "fp32"),
+            tuple(run.get("linear_weight_bytes", (0.0, 0.0))),
+            spec["num_layers"],
+        ),
         gradient_checkpointing=spec["gradient_checkpointing"],
         pixel_bytes_per_sample=run["pixel_bytes"] / spec["batch_size"],
     )
@@ -472,8 +547,9 @@ def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
 
     `layer` (`checkpointed_layer`): per-layer growth of LoRA runs' peaks without (with)
     gradient checkpointing beyond the growth of their parameter bytes, between depths of the
-    same batch; `base`: what LoRA runs without checkpointing hold beyond weights, states,
-    gradients, pixels, layers and head; `transient`: what full fine-tuning runs hold beyond
+    same batch (with checkpointing from depth 1: depth 0 recomputes nothing); `base`: what
+    LoRA runs without checkpointing hold beyond weights, states, gradients, pixels, layers
+    and head; `transient`: what full fine-tuning runs hold beyond
     weights, states, gradients, pixels and `base`, in largest trainable tensors, from the
     runs whose estimated peak is that phase (`transient_runs` of them). Both num_crops are
     pooled; only fp32 runs count.
@@ -485,12 +561,12 @@ def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
             continue  # the coefficients are fp32 values; half precision halves them
         groups.setdefault((spec["method"], spec["gradient_checkpointing"]), []).append(run)
 
-    def per_layer(group: list[dict[str, Any]]) -> float | None:
+    def per_layer(group: list[dict[str, Any]], min_depth: int = 0) -> float | None:
         pairs = []
         for a in group:
             for b in group:
                 la, lb = a["spec"]["num_layers"], b["spec"]["num_layers"]
-                if lb <= la or a["tokens"] != b["tokens"]:
+                if la < min_depth or lb <= la or a["tokens"] != b["tokens"]:
                     continue
                 growth = (b["peak_bytes"] - a["peak_bytes"]) - (_static_bytes(b) - _static_bytes(a))
                 pairs.append((_token_values(a) * (lb - la), growth))
@@ -515,7 +591,8 @@ def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
             for run in lora
         ]
     )
-    checkpointed = per_layer(groups.get(("lora", True), []))
+    # a model without layers has no layer to recompute: checkpointed growth from depth 1
+    checkpointed = per_layer(groups.get(("lora", True), []), min_depth=1)
     if checkpointed is not None:
         out["checkpointed_layer"] = checkpointed
     full = groups.get(("full", False), []) + groups.get(("full", True), [])
@@ -549,7 +626,13 @@ def fit_coefficients(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 
 # -- vistune train ------------------------------------------------------------------------------
-def plan_for_training(model: Any, config: Any, precision: str, batch: dict[str, Any]) -> MemoryPlan:
+def plan_for_training(
+    model: Any,
+    config: Any,
+    precision: str,
+    batch: dict[str, Any],
+    vision_prefixes: tuple[str, ...] = (),
+) -> MemoryPlan:
     """The plan of `vistune train`'s step: its prepared model, its settings, and the padded
     length and pixel tensor of a collated sample batch."""
     rows = batch["input_ids"].shape[0]
@@ -568,6 +651,7 @@ def plan_for_training(model: Any, config: Any, precision: str, batch: dict[str, 
         gradient_checkpointing=config.gradient_checkpointing,
         pixel_bytes_per_sample=pixel_bytes,
         loss_tokens_per_sample=loss_tokens,
+        vision_prefixes=vision_prefixes,
     )
 
 

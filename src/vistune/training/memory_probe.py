@@ -235,7 +235,9 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
 
     import torch
 
+    from vistune.models.families import Phi3VFamily
     from vistune.models.phi3v import Phi3VConfig
+    from vistune.training.memory import linear_weight_bytes
 
     first = specs[0]
     for spec in specs[1:]:
@@ -254,6 +256,7 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
     build_s = time.perf_counter() - start
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
+    linear_bytes = linear_weight_bytes(model, Phi3VFamily.vision_tower_prefixes)
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, foreach=False)
     # Create AdamW's states now (zero gradients move nothing), so each measured step carries
     # them as every step after the first does.
@@ -299,6 +302,7 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
                 "weight_bytes": sum(p.numel() * p.element_size() for p in params),
                 "trainable_bytes": sum(p.numel() * p.element_size() for p in trainable),
                 "largest_trainable_bytes": max(p.numel() * p.element_size() for p in trainable),
+                "linear_weight_bytes": linear_bytes,
                 "pixel_bytes": batch["pixel_values"].numel() * batch["pixel_values"].element_size(),
                 "baseline_bytes": baseline_kib * 1024,
                 "ready_bytes": (ready_kib - baseline_kib) * 1024,

@@ -323,7 +323,9 @@ def run_training(config: TrainConfig, resume: bool = False, force: bool = False)
             run_dir / "knobs.json",
             {**knobs.to_dict(), "trainable_params": params.trainable, "params": params.total},
         )
-    memory_plan = memory.plan_for_training(model, config, precision, sample_batch)
+    memory_plan = memory.plan_for_training(
+        model, config, precision, sample_batch, vlm.family.vision_tower_prefixes
+    )
     device_name, device_bytes = memory.visible_accelerator()
     if main:
         console.print(memory.render_estimate(memory_plan, device_bytes, device_name), markup=False)
