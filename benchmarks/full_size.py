@@ -530,7 +530,13 @@ def microsoft_setup(plan: memory.MemoryPlan, method: str) -> memory.MemoryPlan:
     the model in bf16; vistune keeps fp32 master weights under autocast) and, for full
     fine-tuning, DeepSpeed ZeRO-2 over 8 GPUs (fp32 master copy, AdamW states and bf16
     gradients split 8 ways). QLoRA's 4-bit part is the same in both."""
-    every_position = replace(plan, loss_tokens_per_sample=plan.tokens_per_sample)
+    # its weights are bf16 already: autocast makes no half-precision copies to save
+    every_position = replace(
+        plan,
+        loss_tokens_per_sample=plan.tokens_per_sample,
+        cast_copy_bytes_per_layer=0.0,
+        cast_copy_bytes_other=0.0,
+    )
     params = plan.weight_bytes - (plan.trainable_bytes if method != "full" else 0)
     if method == "full":
         trainable = plan.trainable_bytes / 4  # parameters
