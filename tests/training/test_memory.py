@@ -58,6 +58,7 @@ def small_config() -> dict:
         ("lora", True, "fp32"),
         ("full", True, "fp32"),
         ("lora", False, "bf16"),
+        ("lora", True, "bf16"),
     ],
 )
 def test_estimate_within_15_percent_of_measured_peaks_at_two_depths(
