@@ -235,7 +235,10 @@ def test_train_refuses_when_the_gpu_is_too_small(make_config, monkeypatch, tmp_p
 
 def test_one_process_measures_each_step_as_a_fresh_process_would() -> None:
     """`run_probe_series` resets the high-water mark before each step: a step measured after
-    a larger one (16 crops) reads the same peak as the same step alone in a fresh process."""
+    a larger one (16 crops) reads the same peak as the same step alone in a fresh process.
+    The larger step leaves a few MiB of small blocks in malloc's heap (below the mmap
+    threshold: the state before the step reads 7-9 MiB higher here), which the next step
+    reuses, so its peak does not move (measured: 163.4 vs 163.2 MiB; 0.6 % at full width)."""
     from vistune.training.memory_probe import run_probe_series
 
     def spec(grid: int) -> ProbeSpec:
@@ -245,4 +248,3 @@ def test_one_process_measures_each_step_as_a_fresh_process_would() -> None:
     large, after_large = run_probe_series([spec(4), spec(2)], timeout=300)
     assert large["peak_bytes"] > 1.2 * alone["peak_bytes"]  # the first step was larger
     assert after_large["peak_bytes"] == pytest.approx(alone["peak_bytes"], rel=0.03)
-    assert after_large["ready_bytes"] == pytest.approx(alone["ready_bytes"], rel=0.03)
