@@ -10,8 +10,10 @@ the larger of two phases:
   one layer's full set, recomputed), `base` values per token per hidden unit outside the
   layers (embeddings, image projection, final norm), `head` values per loss token per
   vocabulary entry (logits, log-probabilities and their gradient: vistune computes logits
-  for the labelled positions only), plus the first gradients (all of LoRA's; the LM head's
-  under full fine-tuning);
+  for the labelled positions only), under bf16/fp16 autocast the half-precision copies of
+  the fp32 linear weights that autocast saves for the backward pass (every layer's, or only
+  the recomputed one's under checkpointing), plus the first gradients (all of LoRA's; the
+  LM head's under full fine-tuning);
 - end of the backward pass and the optimizer step: every gradient, plus under full
   fine-tuning the `base` activations the embedding's backward still reads and `transient`
   times the largest trainable tensor (the embedding's dense gradient, AdamW's temporaries).
@@ -20,8 +22,9 @@ Activations scale with the batch, so the largest batch that fits follows from th
 The coefficients are fitted by `benchmarks/full_size.py` (`memory.fit_coefficients`) on
 Phi-3-vision at full width on CPU in fp32, and copied here; `tests/training/test_memory.py`
 checks them against that file and checks the estimate against steps measured at a
-different, small geometry. Activations in bf16/fp16 are taken as half the fp32 bytes (not
-measured: no GPU was lent when the coefficients were fitted).
+different, small geometry, in fp32 and under bf16 autocast. Activations under autocast take
+`HALF_PRECISION_ACTIVATION_SHARE` of their fp32 bytes, measured on CPU autocast (no GPU was
+lent when the coefficients were fitted; CUDA autocast casts the same op classes).
 """
 
 from __future__ import annotations
