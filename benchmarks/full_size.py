@@ -34,6 +34,7 @@ Prints tables and writes benchmarks/results/full_size.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -377,20 +378,18 @@ def gpu_benchmark(threads: int) -> list[dict[str, Any]]:
                     batch = {k: v.cuda() for k, v in make_batch(config, spec).items()}
                     trainable = [p for p in model.parameters() if p.requires_grad]
                     optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
+                    # step 0 warms up and counts FLOPs (the counter slows what it
+                    # watches); step 1 is timed and its peak measured
+                    counter = FlopCounterMode(display=False)
                     for i in range(2):
                         if i:
                             torch.cuda.synchronize()
                             torch.cuda.reset_peak_memory_stats()
                             start = time.perf_counter()
-                        counter = FlopCounterMode(display=False) if i else None
-                        with torch.autocast("cuda", dtype=torch.bfloat16):
-                            if counter:
-                                with counter:
-                                    loss = model(**batch).loss
-                                    loss.backward()
-                            else:
+                        with counter if i == 0 else contextlib.nullcontext():
+                            with torch.autocast("cuda", dtype=torch.bfloat16):
                                 loss = model(**batch).loss
-                                loss.backward()
+                            loss.backward()
                         optimizer.step()
                         optimizer.zero_grad(set_to_none=True)
                     torch.cuda.synchronize()
@@ -403,6 +402,7 @@ def gpu_benchmark(threads: int) -> list[dict[str, Any]]:
                             "gradient_checkpointing": checkpointing,
                             "num_crops": crops,
                             "peak_gib": torch.cuda.max_memory_allocated() / GIB,
+                            "estimate_gib": estimate_for(method, crops, checkpointing, "bf16"),
                             "tokens_per_s": tokens / seconds,
                             "mfu": flops / seconds / peak_flops,
                             "device": name,
@@ -517,6 +517,24 @@ def print_report(result: dict[str, Any], console: Console) -> None:
             f"{row['estimate_gib']:.1f}",
         )
     console.print(peaks)
+    if isinstance(result.get("gpu"), list):
+        gpu = Table(title="GPU, 32 layers, bf16 autocast, batch 2: measured vs estimate")
+        for col in ("method", "ckpt", "crops", "peak GiB", "estimate GiB", "tokens/s", "MFU"):
+            gpu.add_column(col, justify="right")
+        for row in result["gpu"]:
+            if "error" in row:
+                gpu.add_row(row["method"], "", str(row["num_crops"]), row["error"][:40], "", "", "")
+                continue
+            gpu.add_row(
+                row["method"],
+                "yes" if row["gradient_checkpointing"] else "no",
+                str(row["num_crops"]),
+                f"{row['peak_gib']:.1f}",
+                f"{row['estimate_gib']:.1f}",
+                f"{row['tokens_per_s']:.0f}",
+                f"{row['mfu']:.1%}",
+            )
+        console.print(gpu)
     for name in ("checkpoint_gradients", "longrope"):
         check = result["checks"].get(name, {})
         console.print(f"check {name}: {'PASSED' if check.get('passed') else 'FAILED'} {check}")
@@ -618,7 +636,10 @@ def microsoft_comparison(coefficients: memory.Coefficients) -> list[dict[str, An
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument(
         "--budget-s", type=float, default=870.0, help="start nothing that would end after"
     )
@@ -626,14 +647,21 @@ def main() -> None:
     parser.add_argument(
         "--max-layers", type=int, default=2, choices=(1, 2, 3), help="deepest model measured"
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads per process")
     parser.add_argument(
-        "--workers", type=int, default=2, help="processes at once (memory: their peaks add up)"
+        "--workers",
+        type=positive_int,
+        default=2,
+        help="processes at once (memory: their peaks add up)",
     )
-    parser.add_argument("--real-vision", action="store_true")
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument(
+        "--real-vision", action="store_true", help="run the CLIP tower in every step"
+    )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="cuda: 32 layers in bf16"
+    )
     parser.add_argument("--config", type=Path, help="another config.json (smoke runs)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results")
     parser.add_argument(
         "--resume", action="store_true", help="keep --out's measurements, run what it skipped"
     )
@@ -784,6 +812,13 @@ def main() -> None:
     console.print(f"total {result['elapsed_s']:.0f} s; GPU: not measured unless --device cuda")
     save()
     console.print(f"wrote {args.out}")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
 
 
 def describe(item: ProbeSpec | str) -> str:
