@@ -362,76 +362,62 @@ def gpu_benchmark(threads: int) -> list[dict[str, Any]]:
     name = torch.cuda.get_device_name()
     peak_flops = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), float("nan"))
     rows = []
-    for method in ("lora", "full"):
-        for checkpointing in (False, True):
-            for crops, grid in GRIDS.items():
-                spec = ProbeSpec(
-                    config=official_config(),
-                    num_layers=FULL_DEPTH,
-                    method=method,
-                    gradient_checkpointing=checkpointing,
-                    grid=grid,
-                )
-                config = Phi3VConfig.from_dict(spec.config)
-                try:
-                    model = prepare(build_model(config, 0), spec).cuda().train()
-                    batch = {k: v.cuda() for k, v in make_batch(config, spec).items()}
-                    trainable = [p for p in model.parameters() if p.requires_grad]
-                    optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
-                    # step 0 warms up and counts FLOPs (the counter slows what it
-                    # watches); step 1 is timed and its peak measured
-                    counter = FlopCounterMode(display=False)
-                    for i in range(2):
-                        if i:
-                            torch.cuda.synchronize()
-                            torch.cuda.reset_peak_memory_stats()
-                            start = time.perf_counter()
-                        with counter if i == 0 else contextlib.nullcontext():
-                            with torch.autocast("cuda", dtype=torch.bfloat16):
-                                loss = model(**batch).loss
-                            loss.backward()
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
+    for spec in (s for method in ("lora", "full") for s in group_specs(method, FULL_DEPTH)):
+        spec.substitute_vision = False  # the GPU runs the real CLIP tower
+        method, checkpointing = spec.method, spec.gradient_checkpointing
+        crops = spec.grid * spec.grid
+        config = Phi3VConfig.from_dict(spec.config)
+        try:
+            model = prepare(build_model(config, 0), spec).cuda().train()
+            batch = {k: v.cuda() for k, v in make_batch(config, spec).items()}
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(trainable, lr=1e-5, fused=True)
+            # step 0 warms up and counts FLOPs (the counter slows what it
+            # watches); step 1 is timed and its peak measured
+            counter = FlopCounterMode(display=False)
+            for i in range(2):
+                if i:
                     torch.cuda.synchronize()
-                    seconds = time.perf_counter() - start
-                    tokens = int(batch["attention_mask"].sum())
-                    flops = counter.get_total_flops()
-                    rows.append(
-                        {
-                            "method": method,
-                            "gradient_checkpointing": checkpointing,
-                            "num_crops": crops,
-                            "peak_gib": torch.cuda.max_memory_allocated() / GIB,
-                            "estimate_gib": estimate_for(method, crops, checkpointing, "bf16"),
-                            "tokens_per_s": tokens / seconds,
-                            "mfu": flops / seconds / peak_flops,
-                            "device": name,
-                        }
-                    )
-                except torch.OutOfMemoryError as err:
-                    rows.append({"method": method, "num_crops": crops, "error": str(err)[:200]})
-                finally:
-                    model = batch = optimizer = None
-                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                    start = time.perf_counter()
+                with counter if i == 0 else contextlib.nullcontext():
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        loss = model(**batch).loss
+                    loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+            tokens = int(batch["attention_mask"].sum())
+            flops = counter.get_total_flops()
+            rows.append(
+                {
+                    "method": method,
+                    "gradient_checkpointing": checkpointing,
+                    "num_crops": crops,
+                    "peak_gib": torch.cuda.max_memory_allocated() / GIB,
+                    "estimate_gib": predicted_peak_gib(replace(spec, precision="bf16")),
+                    "tokens_per_s": tokens / seconds,
+                    "mfu": flops / seconds / peak_flops,
+                    "device": name,
+                }
+            )
+        except torch.OutOfMemoryError as err:
+            rows.append(
+                {
+                    "method": method,
+                    "gradient_checkpointing": checkpointing,
+                    "num_crops": crops,
+                    "error": str(err)[:200],
+                }
+            )
+        finally:
+            model = batch = optimizer = None
+            torch.cuda.empty_cache()
     return rows
 
 
 # -- report --------------------------------------------------------------------------------------
-def estimate_for(method: str, crops: int, checkpointing: bool, precision: str) -> float:
-    """vistune.training.memory's estimate for the released model at 32 layers, batch 2."""
-    config = official_config()
-    plan = memory.plan_for_phi3v_config(
-        config,
-        method=method,
-        precision=precision,
-        num_crops=crops,
-        batch_size=2,
-        gradient_checkpointing=checkpointing,
-        text_tokens=64,
-    )
-    return memory.estimate_peak(plan).total / GIB
-
-
 def print_report(result: dict[str, Any], console: Console) -> None:
     vision = result.get("vision") or {}
     if vision and "s_per_crop" in vision:
@@ -522,12 +508,14 @@ def print_report(result: dict[str, Any], console: Console) -> None:
         for col in ("method", "ckpt", "crops", "peak GiB", "estimate GiB", "tokens/s", "MFU"):
             gpu.add_column(col, justify="right")
         for row in result["gpu"]:
+            ckpt = "yes" if row["gradient_checkpointing"] else "no"
             if "error" in row:
-                gpu.add_row(row["method"], "", str(row["num_crops"]), row["error"][:40], "", "", "")
+                error = row["error"][:40]
+                gpu.add_row(row["method"], ckpt, str(row["num_crops"]), error, "", "", "")
                 continue
             gpu.add_row(
                 row["method"],
-                "yes" if row["gradient_checkpointing"] else "no",
+                ckpt,
                 str(row["num_crops"]),
                 f"{row['peak_gib']:.1f}",
                 f"{row['estimate_gib']:.1f}",
@@ -577,29 +565,20 @@ def peaks_32_layers(
     were measured, else the estimate with this run's coefficients (marked as such)."""
     measured = {(f["method"], f["gradient_checkpointing"], f["num_crops"]): f for f in fit_rows}
     rows = []
-    for method in ("lora", "full"):
-        for crops, grid in GRIDS.items():
-            for checkpointing in (False, True):
-                spec = ProbeSpec(
-                    config=official_config(),
-                    num_layers=FULL_DEPTH,
-                    method=method,
-                    gradient_checkpointing=checkpointing,
-                    grid=grid,
-                )
-                plan = memory.plan_for_probe_spec(spec)
-                estimate = memory.estimate_peak(plan, coefficients).total / GIB
-                fit = measured.get((method, checkpointing, crops))
-                rows.append(
-                    {
-                        "method": method,
-                        "num_crops": crops,
-                        "gradient_checkpointing": checkpointing,
-                        "tokens_per_sample": plan.tokens_per_sample,
-                        "fit_extrapolation_gib": fit["peak_32_layers_gib"] if fit else None,
-                        "estimate_gib": estimate,
-                    }
-                )
+    for spec in (s for method in ("lora", "full") for s in group_specs(method, FULL_DEPTH)):
+        crops = spec.grid * spec.grid
+        plan = memory.plan_for_probe_spec(spec)
+        fit = measured.get((spec.method, spec.gradient_checkpointing, crops))
+        rows.append(
+            {
+                "method": spec.method,
+                "num_crops": crops,
+                "gradient_checkpointing": spec.gradient_checkpointing,
+                "tokens_per_sample": plan.tokens_per_sample,
+                "fit_extrapolation_gib": fit["peak_32_layers_gib"] if fit else None,
+                "estimate_gib": memory.estimate_peak(plan, coefficients).total / GIB,
+            }
+        )
     return rows
 
 

@@ -375,11 +375,13 @@ def plan_for_model(
     )
 
 
-def _phi3v_parameter_bytes(config: Any, method: str, lora_rank: int) -> tuple[float, float, float]:
-    """(weight, trainable, largest trainable tensor) bytes of vistune's setup for `method`,
-    counted on the meta
-    device (no memory): fp32 weights for lora/full, NF4 language-model linears for qlora;
-    vision tower frozen; projector trained; LoRA on the family's targets."""
+def _phi3v_parameter_bytes(
+    config: Any, method: str, lora_rank: int
+) -> tuple[float, float, float, tuple[float, float]]:
+    """(weight, trainable, largest trainable tensor, `linear_weight_bytes`) bytes of vistune's
+    setup for `method`, counted on the meta device (no memory): fp32 weights for lora/full,
+    NF4 language-model linears for qlora; vision tower frozen; projector trained; LoRA on the
+    family's targets."""
     import torch
 
     from vistune.models.families import Phi3VFamily
@@ -469,11 +471,11 @@ def plan_for_phi3v_config(
 
 
 def plan_for_probe_spec(spec: Any) -> MemoryPlan:
-    """The plan of a `memory_probe.ProbeSpec` (fp32, CPU), before it runs."""
+    """The plan of a `memory_probe.ProbeSpec`, before it runs."""
     return plan_for_phi3v_config(
         spec.config,
         method=spec.method,
-        precision="fp32",
+        precision=spec.precision,
         num_crops=spec.grid * spec.grid,
         batch_size=spec.batch_size,
         gradient_checkpointing=spec.gradient_checkpointing,

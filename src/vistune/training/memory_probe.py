@@ -188,7 +188,7 @@ def _lora_without_layers(model: Any):
     import copy
 
     from vistune.models.families import Phi3VFamily
-    from vistune.training.model import freeze_by_prefix, top_modules
+    from vistune.training.model import top_modules
 
     prefixes = Phi3VFamily.projector_prefixes
     model.requires_grad_(False)
@@ -199,8 +199,6 @@ def _lora_without_layers(model: Any):
         module.register_module("_original", copy.deepcopy(module).requires_grad_(False))
         for param in module.parameters(recurse=False):
             param.requires_grad_(True)
-    if not modules:
-        freeze_by_prefix(model, prefixes, trainable=True)
     return model
 
 
@@ -256,7 +254,17 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
     build_s = time.perf_counter() - start
     params = list(model.parameters())
     trainable = [p for p in params if p.requires_grad]
-    linear_bytes = linear_weight_bytes(model, Phi3VFamily.vision_tower_prefixes)
+    model_figures = {
+        "geometry": {"hidden_size": config.hidden_size, "vocab_size": config.vocab_size},
+        "params": sum(p.numel() for p in params),
+        "trainable_params": sum(p.numel() for p in trainable),
+        "weight_bytes": sum(p.numel() * p.element_size() for p in params),
+        "trainable_bytes": sum(p.numel() * p.element_size() for p in trainable),
+        "largest_trainable_bytes": max(p.numel() * p.element_size() for p in trainable),
+        "linear_weight_bytes": linear_weight_bytes(model, Phi3VFamily.vision_tower_prefixes),
+        "baseline_bytes": baseline_kib * 1024,
+        "build_s": build_s,
+    }
     optimizer = torch.optim.AdamW(trainable, lr=1e-5, foreach=False)
     # Create AdamW's states now (zero gradients move nothing), so each measured step carries
     # them as every step after the first does.
@@ -294,20 +302,12 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
                 "spec": asdict(spec) | {"config": None},
                 "tokens": tokens,
                 "loss_tokens": int((batch["labels"][:, 1:] != -100).sum()),
-                "geometry": {"hidden_size": config.hidden_size, "vocab_size": config.vocab_size},
                 "tokens_per_sample": tokens // spec.batch_size,
                 "crops_per_sample": spec.grid * spec.grid,
-                "params": sum(p.numel() for p in params),
-                "trainable_params": sum(p.numel() for p in trainable),
-                "weight_bytes": sum(p.numel() * p.element_size() for p in params),
-                "trainable_bytes": sum(p.numel() * p.element_size() for p in trainable),
-                "largest_trainable_bytes": max(p.numel() * p.element_size() for p in trainable),
-                "linear_weight_bytes": linear_bytes,
+                **model_figures,
                 "pixel_bytes": batch["pixel_values"].numel() * batch["pixel_values"].element_size(),
-                "baseline_bytes": baseline_kib * 1024,
                 "ready_bytes": (ready_kib - baseline_kib) * 1024,
                 "peak_bytes": (peak_kib - baseline_kib) * 1024,
-                "build_s": build_s,
                 "forward_s": forward_s,
                 "backward_s": backward_s,
                 "step_s": step_s,
@@ -318,11 +318,6 @@ def measure_series(specs: list[ProbeSpec]) -> list[dict[str, Any]]:
         )
         loss = batch = None
     return results
-
-
-def measure(spec: ProbeSpec) -> dict[str, Any]:
-    """One configuration in this process (its own build)."""
-    return measure_series([spec])[0]
 
 
 def run_probe(spec: ProbeSpec, timeout: float | None = None) -> dict[str, Any]:
