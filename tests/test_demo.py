@@ -122,3 +122,22 @@ def test_rerun_into_a_foreign_folder_is_refused(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "not empty" in result.output
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_verdict_explains_unparsed_answers(tmp_path: Path) -> None:
+    """A short demo whose answers do not parse says why and what to change."""
+    from vistune.demo import DemoResult, verdict
+
+    def result(parse_rate: float) -> DemoResult:
+        return DemoResult(
+            out=tmp_path, data_dir=tmp_path, run_dir=tmp_path, eval_dir=tmp_path,
+            report_path=tmp_path / "report.html",
+            metrics={"n": 40, "parse_rate": parse_rate, "price_mape": 1.0},
+            baselines={"category_median_price": {"price_mape": 0.24}}, ablation=None,
+            wandb_runs=[],
+        )  # fmt: skip
+
+    lines = verdict(result(0.0))
+    assert lines[0].startswith("only 0% of the model's answers parsed")
+    assert "--steps" in lines[0]
+    assert not any("parsed" in line for line in verdict(result(1.0)))

@@ -315,6 +315,13 @@ def summary_table(result: DemoResult) -> Table:
 def verdict(result: DemoResult) -> list[str]:
     """Two sentences a newcomer can check against the table."""
     lines = []
+    parsed = result.metrics.get("parse_rate")
+    if parsed is not None and parsed < 0.5:
+        lines.append(
+            f"only {parsed:.0%} of the model's answers parsed (the rest count as misses): the "
+            "tiny model learns the answer format from scratch and needs more training steps "
+            "(--steps; the default 500 parses all of them)"
+        )
     model_mape = result.metrics.get("price_mape")
     baseline = result.baselines.get("category_median_price", {}).get("price_mape")
     if model_mape is not None and baseline:
